@@ -1,0 +1,72 @@
+"""Evaluate a trained model: exact match (greedy generation), token accuracy, loss, and accuracy by operand length.
+
+    python scripts/evaluate.py --checkpoint checkpoints/best_model.pt [--split test | --data-path file.json]
+"""
+
+import argparse
+import json
+import logging
+import os
+
+from src.checkpoint import load_model, resolve_model_path
+from src.cli import run_main
+from src.data import ArithmeticDataset, split_path
+from src.evaluation import evaluate
+from src.logging_setup import setup_logging
+from src.runtime import select_device, select_precision
+from src.trainer import write_json
+
+log = logging.getLogger("evaluate")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="checkpoints/best_model.pt",
+                        help="best_model.pt, a checkpoint-N.pt, or an output dir (its best_model.pt) "
+                             "(default: %(default)s)")
+    parser.add_argument("--data-dir", default="data", help="directory with the split files (default: %(default)s)")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test",
+                        help="which split of --data-dir to evaluate (default: %(default)s)")
+    parser.add_argument("--data-path", help="evaluate this JSON file instead of a split")
+    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: %(default)s)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto picks CUDA when present (default: %(default)s)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="evaluate under fp16 autocast on CUDA, bf16 autocast on CPU")
+    parser.add_argument("--num-mistakes", type=int, default=10, help="wrong answers to print (default: %(default)s)")
+    parser.add_argument("--output-file",
+                        help="where to write the results as JSON (default: eval_<split or file name>.json beside "
+                             "the checkpoint)")
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
+    setup_logging()
+    device = select_device(args.device)
+    model_path = resolve_model_path(args.checkpoint)
+    model, tokenizer, checkpoint = load_model(model_path, device)
+    data_path = args.data_path or split_path(args.data_dir, args.split)
+    dataset = ArithmeticDataset.from_file(data_path, tokenizer, model.config.max_length)
+    log.info(f"evaluating {model_path} (step {checkpoint.get('step', '?')}, {model.num_parameters():,} parameters) "
+             f"on {data_path} ({len(dataset)} problems, device {device})")
+
+    results = evaluate(model, dataset, tokenizer, args.batch_size, device, select_precision(args.fp16, device),
+                       num_mistakes=args.num_mistakes)
+    results.update(checkpoint=model_path, data_path=data_path)
+
+    log.info(f"exact match {results['exact_match']:.4f} | token accuracy {results['token_accuracy']:.4f} | "
+             f"loss {results['loss']:.4f}")
+    for digits, cell in results["exact_match_by_operand_digits"].items():
+        log.info(f"  operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} problems)")
+    for mistake in results["mistakes"]:
+        log.info(f"  wrong: {mistake['prompt']}{mistake['predicted']}  (expected {mistake['expected']})")
+
+    name = os.path.splitext(os.path.basename(data_path))[0]
+    output_file = args.output_file or os.path.join(os.path.dirname(model_path), f"eval_{name}.json")
+    write_json(output_file, results)
+    log.info(f"results written to {output_file}")
+
+
+if __name__ == "__main__":
+    run_main(main)

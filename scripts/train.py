@@ -1,0 +1,97 @@
+"""Train a Math LLM model, or resume the run already in --output-dir.
+
+    python scripts/train.py [--model-size small] [--output-dir checkpoints] ...
+"""
+
+import argparse
+import os
+import sys
+
+from src.cli import run_main
+from src.logging_setup import setup_logging
+from src.model import MODEL_SIZES
+from src.trainer import TrainConfig, train
+
+defaults = TrainConfig()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model-size", choices=list(MODEL_SIZES), default=defaults.model_size,
+                       help="model shape, see README (default: %(default)s)")
+    model.add_argument("--max-length", type=int, default=defaults.max_length,
+                       help="longest example in tokens; longer ones are an error (default: %(default)s)")
+    model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate (default: %(default)s)")
+
+    hyper = parser.add_argument_group("training hyperparameters")
+    hyper.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="training batch size (default: %(default)s)")
+    hyper.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size,
+                       help="evaluation batch size (default: %(default)s)")
+    hyper.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help="peak AdamW learning rate (default: %(default)s)")
+    hyper.add_argument("--min-learning-rate-ratio", type=float, default=defaults.min_learning_rate_ratio,
+                       help="the cosine decay ends at this fraction of the peak (default: %(default)s)")
+    hyper.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                       help="AdamW weight decay on weight matrices and embeddings (default: %(default)s)")
+    hyper.add_argument("--num-epochs", type=int, default=defaults.num_epochs,
+                       help="passes over the training split (default: %(default)s)")
+    hyper.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
+                       help="linear warmup steps, capped at half the run (default: %(default)s)")
+    hyper.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm,
+                       help="gradient clipping norm (default: %(default)s)")
+
+    io = parser.add_argument_group("data and I/O")
+    io.add_argument("--data-dir", default=defaults.data_dir,
+                    help="directory with train/val/test.json; generated with the defaults if empty "
+                         "(default: %(default)s)")
+    io.add_argument("--output-dir", default=defaults.output_dir,
+                    help="checkpoint and output directory; if it holds a run, that run is resumed "
+                         "(default: %(default)s)")
+    io.add_argument("--num-workers", type=int, default=defaults.num_workers,
+                    help="data-loading worker processes, capped at the CPU count minus one so they never compete "
+                         "with training for cores (default: %(default)s)")
+
+    logging_group = parser.add_argument_group("logging and checkpointing")
+    logging_group.add_argument("--save-steps", type=int, default=defaults.save_steps,
+                               help="save a checkpoint every N steps (default: %(default)s)")
+    logging_group.add_argument("--eval-steps", type=int, default=defaults.eval_steps,
+                               help="evaluate on the val split every N steps (default: %(default)s)")
+    logging_group.add_argument("--logging-steps", type=int, default=defaults.logging_steps,
+                               help="log training metrics every N steps (default: %(default)s)")
+    logging_group.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
+                               help="how many of the newest checkpoints to keep (default: %(default)s)")
+
+    system = parser.add_argument_group("system")
+    system.add_argument("--fp16", action="store_true",
+                        help="mixed precision: fp16 autocast with GradScaler on CUDA; on CPU, bf16 autocast "
+                             "(fp16 autocast is CUDA-only)")
+    system.add_argument("--no-wandb", action="store_true", help="disable Weights & Biases logging")
+    system.add_argument("--wandb-project", default=defaults.wandb_project,
+                        help="W&B project name (default: %(default)s)")
+    system.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device,
+                        help="auto picks CUDA when present (default: %(default)s)")
+    system.add_argument("--seed", type=int, default=defaults.seed,
+                        help="random seed for init, batch order and default data (default: %(default)s)")
+    return parser
+
+
+def parse_args(argv):
+    """The config, and the names of the flags given explicitly (a resumed run keeps its own values for the rest)."""
+    parser = build_parser()
+    config = TrainConfig(**vars(parser.parse_args(argv)))
+    not_given = object()  # not a string, so argparse does not type-convert it
+    parser.set_defaults(**{key: not_given for key in vars(config)})
+    explicit_flags = frozenset(key for key, value in vars(parser.parse_args(argv)).items() if value is not not_given)
+    return config, explicit_flags
+
+
+def main():
+    config, explicit_flags = parse_args(sys.argv[1:])
+    setup_logging(os.path.join(config.output_dir, "logs", "training.log"))
+    train(config, explicit_flags)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,1 @@
+"""Math LLM: tiny decoder-only transformers that learn arithmetic, and the tools to measure how well."""

@@ -1,0 +1,265 @@
+"""Arithmetic problems: generation of disjoint splits, the JSON files that hold them, and the tokenised dataset.
+
+A problem is stored as its full text, "a+b=c<end>"; the prompt is everything up to "=", the answer the rest.
+"""
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from src.errors import DataError
+from src.tokenizer import END_TOKEN, TokenizerError
+
+IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
+MAX_SUPPORTED_DIGITS = 18  # operands are sampled as int64
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataConfig:
+    num_examples: int = 10_000
+    max_digits: int = 2
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 42
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure functions on single problems
+
+def format_problem(a, b):
+    return f"{a}+{b}={a + b}{END_TOKEN}"
+
+
+def split_example(text):
+    """'12+34=46<end>' -> ('12+34=', '46'): the prompt the model sees and the answer it must write."""
+    prompt, equals, rest = text.partition("=")
+    if not equals or not rest.endswith(END_TOKEN):
+        raise ValueError(f"expected 'a+b=c{END_TOKEN}', got {text!r}")
+    return prompt + "=", rest[: -len(END_TOKEN)]
+
+
+def operand_digits(prompt):
+    """'12+345=' -> (2, 3)."""
+    return tuple(len(operand) for operand in prompt.rstrip("=").split("+"))
+
+
+def num_carries(a, b):
+    carries = carry = 0
+    while a or b:
+        carry = int(a % 10 + b % 10 + carry >= 10)
+        carries += carry
+        a, b = a // 10, b // 10
+    return carries
+
+
+def count_with_digits(num_digits):
+    """How many integers have exactly this many digits (0 counts as a 1-digit number)."""
+    return 10 if num_digits == 1 else 9 * 10 ** (num_digits - 1)
+
+
+def smallest_with_digits(num_digits):
+    return 0 if num_digits == 1 else 10 ** (num_digits - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation
+
+def fill_quotas(total, capacities):
+    """Split `total` as evenly as possible over bins of limited capacity (water filling); returns per-bin counts."""
+    quotas = [0] * len(capacities)
+    remaining = total
+    order = sorted(range(len(capacities)), key=lambda i: capacities[i])
+    for position, i in enumerate(order):
+        bins_left = len(order) - position
+        quotas[i] = min(capacities[i], -(-remaining // bins_left))
+        remaining -= quotas[i]
+    return quotas
+
+
+def sample_distinct_pairs(digits_a, digits_b, count, rng):
+    """`count` distinct (a, b) with exactly these digit counts, uniformly without replacement."""
+    size_a, size_b = count_with_digits(digits_a), count_with_digits(digits_b)
+    low_a, low_b = smallest_with_digits(digits_a), smallest_with_digits(digits_b)
+    space = size_a * size_b
+    if space <= 2_000_000 or 2 * count >= space:
+        flat = rng.choice(space, size=count, replace=False)
+        return low_a + flat // size_b, low_b + flat % size_b
+    pairs = np.empty((0, 2), dtype=np.int64)
+    while len(pairs) < count:  # rejection sampling; the space is at least twice as large as `count`
+        draw = int((count - len(pairs)) * 1.1) + 16
+        fresh = np.stack([rng.integers(low_a, low_a + size_a, draw), rng.integers(low_b, low_b + size_b, draw)], 1)
+        pairs = np.concatenate([pairs, fresh])
+        _, first = np.unique(pairs, axis=0, return_index=True)
+        pairs = pairs[np.sort(first)]
+    return pairs[:count, 0], pairs[:count, 1]
+
+
+def distinct_problem_count(max_digits):
+    return (10 ** max_digits) ** 2
+
+
+def generate_splits(config, log=None):
+    """Distinct problems, balanced over (digits of a, digits of b), shuffled into disjoint train/val/test lists."""
+    if not 1 <= config.max_digits <= MAX_SUPPORTED_DIGITS:
+        raise ValueError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {config.max_digits}")
+    available = distinct_problem_count(config.max_digits)
+    num_examples = config.num_examples
+    if num_examples > available:
+        if log:
+            log.warning(
+                f"asked for {num_examples} examples but only {available} distinct problems exist with "
+                f"--max-digits {config.max_digits}; generating all {available} (no problem is repeated)"
+            )
+        num_examples = available
+    length_pairs = [(la, lb) for la in range(1, config.max_digits + 1) for lb in range(1, config.max_digits + 1)]
+    capacities = [count_with_digits(la) * count_with_digits(lb) for la, lb in length_pairs]
+    quotas = fill_quotas(num_examples, capacities)
+
+    rng = np.random.default_rng(config.seed)
+    operands_a, operands_b = [], []
+    for (digits_a, digits_b), quota in tqdm(list(zip(length_pairs, quotas)), desc="sampling", unit="length pair",
+                                            disable=num_examples < 200_000, leave=False):
+        a, b = sample_distinct_pairs(digits_a, digits_b, quota, rng)
+        operands_a.append(a)
+        operands_b.append(b)
+    operands_a, operands_b = np.concatenate(operands_a), np.concatenate(operands_b)
+    order = rng.permutation(num_examples)
+    examples = [format_problem(a, b) for a, b in zip(operands_a[order].tolist(), operands_b[order].tolist())]
+
+    num_test = round(num_examples * config.test_fraction)
+    num_val = round(num_examples * config.val_fraction)
+    num_train = num_examples - num_val - num_test
+    if min(num_train, num_val, num_test) <= 0:
+        raise ValueError(f"{num_examples} examples are too few for non-empty train/val/test splits")
+    return {
+        "train": examples[:num_train],
+        "val": examples[num_train:num_train + num_val],
+        "test": examples[num_train + num_val:],
+    }
+
+
+def summarize(examples):
+    """Counts by operand digit lengths and by number of carries, for the generation log."""
+    by_digits, by_carries = Counter(), Counter()
+    for text in examples:
+        prompt, _ = split_example(text)
+        a, b = (int(x) for x in prompt.rstrip("=").split("+"))
+        by_digits["x".join(map(str, operand_digits(prompt)))] += 1
+        by_carries[num_carries(a, b)] += 1
+    return {"num_examples": len(examples), "by_operand_digits": dict(sorted(by_digits.items())),
+            "by_carries": dict(sorted(by_carries.items()))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSON files
+
+def split_path(data_dir, split):
+    return os.path.join(data_dir, f"{split}.json")
+
+
+def write_split(path, examples, metadata):
+    """One example per line, so an error in line N of the file points at a single example."""
+    temp_path = f"{path}.tmp"
+    with open(temp_path, "w") as f:
+        f.write('{"metadata": ' + json.dumps(metadata) + ',\n"examples": [\n')
+        f.write(",\n".join(json.dumps(text) for text in examples))
+        f.write("\n]}\n")
+    os.replace(temp_path, path)
+
+
+def write_splits(data_dir, splits, config):
+    os.makedirs(data_dir, exist_ok=True)
+    for split, examples in splits.items():
+        write_split(split_path(data_dir, split), examples,
+                    {"split": split, "format": "plain", "operations": ["+"], **asdict(config)})
+
+
+def read_split(path):
+    """Returns (examples, metadata, raw file text). Accepts {"metadata": ..., "examples": [...]} or a bare list of strings."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (generate data with scripts/generate_data.py)") from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path} line {error.lineno} column {error.colno}: malformed JSON ({error.msg})") from None
+    examples, metadata = (content, {}) if isinstance(content, list) else (content.get("examples"), content.get("metadata", {}))
+    if not isinstance(examples, list) or not examples:
+        raise DataError(f"{path}: expected a non-empty list of examples under \"examples\"")
+    return examples, metadata, text
+
+
+def line_of_example(file_text, examples, index):
+    """Line number of examples[index] in the file, found by scanning for each quoted example in order."""
+    position = 0
+    for text in examples[: index + 1]:
+        found = file_text.find(json.dumps(text), position)
+        if found < 0:
+            return None
+        position = found + 1
+    return file_text.count("\n", 0, position - 1) + 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset
+
+class ArithmeticDataset:
+    """Pre-tokenised problems as padded tensors; `batch(indices)` slices inputs and answer-only targets."""
+
+    def __init__(self, examples, tokenizer, max_length, source="<memory>", file_text=None):
+        self.source = source
+        self.examples = examples
+        self.prompts, self.answers = [], []
+        encoded = []
+        for index, text in enumerate(examples):
+            try:
+                if not isinstance(text, str):
+                    raise ValueError(f"expected a string, got {type(text).__name__} {text!r}")
+                prompt, answer = split_example(text)
+                ids = tokenizer.encode(text)
+                if len(ids) > max_length:
+                    raise ValueError(f"{text!r} has {len(ids)} tokens, more than --max-length {max_length}")
+            except (ValueError, TokenizerError) as error:
+                line = line_of_example(file_text, examples, index) if file_text else None
+                where = f"line {line}" if line else f"example {index}"
+                raise DataError(f"{source} {where}: {error}") from None
+            self.prompts.append(prompt)
+            self.answers.append(answer)
+            encoded.append(ids)
+
+        self.lengths = torch.tensor([len(ids) for ids in encoded])
+        self.prompt_lengths = torch.tensor([len(tokenizer.encode(p)) for p in self.prompts])
+        longest = int(self.lengths.max())
+        self.tokens = torch.full((len(encoded), longest), tokenizer.end_id, dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            self.tokens[row, : len(ids)] = torch.tensor(ids)
+        # targets[i, j] is the token the model must predict at input position j-1; only answer tokens count.
+        positions = torch.arange(longest)
+        is_answer = (positions >= self.prompt_lengths[:, None]) & (positions < self.lengths[:, None])
+        self.targets = torch.where(is_answer, self.tokens, IGNORE_INDEX)
+
+    @classmethod
+    def from_file(cls, path, tokenizer, max_length):
+        examples, _, file_text = read_split(path)
+        return cls(examples, tokenizer, max_length, source=path, file_text=file_text)
+
+    def __len__(self):
+        return len(self.examples)
+
+    def fingerprint(self):
+        """Identifies the exact examples and their order, so a resumed run can tell that its data changed."""
+        return hashlib.sha256("\n".join(self.examples).encode()).hexdigest()[:16]
+
+    def batch(self, indices):
+        """(inputs, targets), both [batch, longest-in-batch - 1]: padding only to the longest sequence here."""
+        longest = int(self.lengths[indices].max())
+        return self.tokens[indices, : longest - 1], self.targets[indices, 1:longest]

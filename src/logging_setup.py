@@ -1,0 +1,28 @@
+"""Console logging in colour (colorlog) and a plain-text log file with timestamps."""
+
+import logging
+import os
+
+import colorlog
+
+CONSOLE_FORMAT = "%(log_color)s%(asctime)s %(levelname)-7s%(reset)s %(message)s"
+FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(log_file=None, level=logging.INFO):
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    console = colorlog.StreamHandler()
+    # Colour only on a terminal: log files and CI output stay free of escape codes.
+    console.setFormatter(colorlog.ColoredFormatter(CONSOLE_FORMAT, datefmt="%H:%M:%S", stream=console.stream))
+    root.addHandler(console)
+    if log_file:
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        root.addHandler(file_handler)
+    # W&B and others log at INFO to the root logger; keep the console to our own messages.
+    for noisy in ("wandb", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

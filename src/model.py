@@ -1,0 +1,116 @@
+"""Decoder-only transformer (GPT-style, pre-LayerNorm) and its configuration, including the named model sizes."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from src.data import IGNORE_INDEX
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 13
+    max_length: int = 32
+    num_layers: int = 4
+    hidden_size: int = 256
+    num_heads: int = 4
+    ffn_size: int = 512
+    dropout: float = 0.0
+
+
+# Shapes from the seed README's table; "tiny" is for tests and smoke runs.
+MODEL_SIZES = {
+    "tiny": dict(num_layers=2, hidden_size=64, num_heads=2, ffn_size=128),
+    "small": dict(num_layers=4, hidden_size=256, num_heads=4, ffn_size=512),
+    "medium": dict(num_layers=6, hidden_size=512, num_heads=8, ffn_size=1024),
+    "large": dict(num_layers=8, hidden_size=512, num_heads=8, ffn_size=2048),
+}
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.dropout
+
+    def forward(self, x):
+        batch, length, hidden = x.shape
+        q, k, v = self.qkv(x).split(hidden, dim=2)
+        q, k, v = (t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(batch, length, hidden))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_attention = nn.LayerNorm(config.hidden_size)
+        self.attention = CausalSelfAttention(config)
+        self.ln_mlp = nn.LayerNorm(config.hidden_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.hidden_size, config.ffn_size),
+            nn.GELU(),
+            nn.Linear(config.ffn_size, config.hidden_size),
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        x = x + self.dropout(self.attention(self.ln_attention(x)))
+        return x + self.dropout(self.mlp(self.ln_mlp(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        if config.hidden_size % config.num_heads:
+            raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embedding = nn.Embedding(config.max_length, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_final = nn.LayerNorm(config.hidden_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the projections that write into the residual stream.
+        for name, parameter in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.num_layers))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None):
+        """idx: [batch, length] token ids. Returns (logits [batch, length, vocab], mean loss over non-ignored targets)."""
+        length = idx.shape[1]
+        if length > self.config.max_length:
+            raise ValueError(f"sequence of {length} tokens exceeds the model's max_length {self.config.max_length} "
+                             f"(set --max-length when training)")
+        positions = torch.arange(length, device=idx.device)
+        x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_final(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+
+def build_model_config(model_size, vocab_size, max_length, dropout=0.0):
+    if model_size not in MODEL_SIZES:
+        raise ValueError(f"unknown model size {model_size!r}; choose from {', '.join(MODEL_SIZES)}")
+    return ModelConfig(vocab_size=vocab_size, max_length=max_length, dropout=dropout, **MODEL_SIZES[model_size])

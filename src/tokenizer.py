@@ -1,0 +1,47 @@
+"""Character-level tokenizer for arithmetic strings such as "12+34=46<end>".
+
+The vocabulary is a list of tokens saved with every checkpoint, so a model always decodes with its own.
+"""
+
+from src.errors import UserError
+
+DEFAULT_VOCAB = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "=", "<end>"]
+END_TOKEN = "<end>"
+
+
+class TokenizerError(UserError, ValueError):
+    """A string that cannot be tokenized; the message names the character and its position."""
+
+
+class Tokenizer:
+    def __init__(self, vocab=None):
+        self.vocab = list(vocab if vocab is not None else DEFAULT_VOCAB)
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ValueError(f"vocabulary has duplicate tokens: {self.vocab}")
+        if END_TOKEN not in self.vocab:
+            raise ValueError(f"vocabulary must contain {END_TOKEN}: {self.vocab}")
+        self.token_to_id = {token: index for index, token in enumerate(self.vocab)}
+        # Longest tokens first, so "<end>" wins over any single character it starts with.
+        self._tokens_by_length = sorted(self.vocab, key=len, reverse=True)
+        self.end_id = self.token_to_id[END_TOKEN]
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def encode(self, text):
+        ids, position = [], 0
+        while position < len(text):
+            for token in self._tokens_by_length:
+                if text.startswith(token, position):
+                    ids.append(self.token_to_id[token])
+                    position += len(token)
+                    break
+            else:
+                raise TokenizerError(
+                    f"unknown character {text[position]!r} at position {position} in {text!r} "
+                    f"(vocabulary: {' '.join(self.vocab)})"
+                )
+        return ids
+
+    def decode(self, ids):
+        return "".join(self.vocab[int(i)] for i in ids)

@@ -1,0 +1,72 @@
+"""Shared helpers: tiny datasets on disk and running the scripts as a user would."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from src.data import DataConfig, generate_splits, write_splits
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script_env(home):
+    """No W&B login (HOME without .netrc, no API key), so W&B must choose offline mode by itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_script(name, *args, home, check=True, **kwargs):
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", name), *map(str, args)],
+                            capture_output=True, text=True, env=script_env(home), cwd=REPO_ROOT, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+# 1600 training problems / batch 32 = 50 steps per epoch, 8 epochs = 400 steps; dropout makes the RNG matter,
+# and checkpoints every 30 steps fall inside epochs, so resuming must find its place within one.
+RUN_FLAGS = ["--model-size", "tiny", "--num-epochs", 8, "--learning-rate", 3e-3, "--warmup-steps", 20,
+             "--dropout", 0.1, "--save-steps", 30, "--eval-steps", 100, "--logging-steps", 50, "--no-wandb"]
+
+
+def train_args(data_dir, output_dir, *extra):
+    return ["--data-dir", data_dir, "--output-dir", output_dir, *RUN_FLAGS, *extra]
+
+
+def start_training(data_dir, output_dir, home, flags=None):
+    """train.py in the background, for tests that interrupt it."""
+    return subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
+                             *map(str, flags or train_args(data_dir, output_dir))],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=script_env(home),
+                            stdin=subprocess.DEVNULL)
+
+
+def wait_for_file(path, process, timeout=120):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert process.poll() is None, f"training ended before {path} appeared:\n{process.stdout.read()}"
+        assert time.time() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    config = DataConfig(num_examples=2000, max_digits=2, seed=0)
+    write_splits(str(path), generate_splits(config), config)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(data_dir, tmp_path_factory):
+    """One uninterrupted run that the interrupted ones must reproduce exactly."""
+    home = tmp_path_factory.mktemp("home")
+    output_dir = tmp_path_factory.mktemp("reference")
+    run_script("train.py", *train_args(data_dir, output_dir), home=home)
+    return output_dir
+
+

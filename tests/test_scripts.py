@@ -1,0 +1,83 @@
+"""The command-line front ends as a user runs them."""
+
+import json
+import signal
+
+import pytest
+
+from tests.conftest import run_script, start_training, train_args, wait_for_file
+
+
+@pytest.mark.parametrize("script", ["generate_data.py", "train.py", "evaluate.py", "interactive.py"])
+def test_every_script_has_help(script, tmp_path):
+    result = run_script(script, "--help", home=tmp_path)
+    assert result.stdout.startswith("usage:")
+
+
+def test_train_help_lists_every_seed_flag(tmp_path):
+    help_text = run_script("train.py", "--help", home=tmp_path).stdout
+    for flag, default in [("--model-size", "small"), ("--max-length", "32"), ("--batch-size", "32"),
+                          ("--eval-batch-size", "64"), ("--learning-rate", "0.0001"), ("--weight-decay", "0.01"),
+                          ("--num-epochs", "10"), ("--warmup-steps", "500"), ("--data-dir", "data"),
+                          ("--output-dir", "checkpoints"), ("--num-workers", "4"), ("--save-steps", "1000"),
+                          ("--eval-steps", "1000"), ("--logging-steps", "100"), ("--seed", "42")]:
+        assert flag in help_text
+        section = " ".join(help_text.rsplit(flag, 1)[1].split("\n  --", 1)[0].split())  # its entry, not usage
+        assert f"(default: {default})" in section, flag
+    assert "--fp16" in help_text and "--no-wandb" in help_text
+
+
+def test_generate_data_writes_three_disjoint_splits(tmp_path):
+    result = run_script("generate_data.py", "--num-examples", 300, "--max-digits", 3, "--output-dir",
+                        tmp_path / "data", home=tmp_path)
+    splits = {name: json.loads((tmp_path / "data" / f"{name}.json").read_text())["examples"]
+              for name in ("train", "val", "test")}
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [240, 30, 30]
+    assert not set(splits["train"]) & (set(splits["val"]) | set(splits["test"]))
+    assert "by carries" in result.stderr
+
+
+def test_evaluate_reports_the_same_test_metrics_as_training(tmp_path, data_dir, reference_run):
+    output_file = tmp_path / "eval.json"
+    result = run_script("evaluate.py", "--checkpoint", reference_run, "--data-dir", data_dir, "--output-file",
+                        output_file, home=tmp_path)
+    evaluated = json.loads(output_file.read_text())
+    trained = json.loads((reference_run / "test_results.json").read_text())
+    for key in ("exact_match", "token_accuracy", "num_examples"):
+        assert evaluated[key] == trained[key]
+    assert evaluated["loss"] == pytest.approx(trained["loss"])
+    assert set(evaluated["exact_match_by_operand_digits"]) == {"1x1", "1x2", "2x1", "2x2"}
+    assert "exact match" in result.stderr
+
+
+def test_evaluate_reports_a_missing_checkpoint_in_one_line(tmp_path):
+    result = run_script("evaluate.py", "--checkpoint", tmp_path / "missing.pt", home=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "missing.pt: checkpoint not found" in result.stderr
+
+
+def test_interactive_completes_prompts_and_rejects_bad_input(tmp_path, reference_run):
+    result = run_script("interactive.py", "--checkpoint", reference_run / "best_model.pt", home=tmp_path,
+                        input="12+34=\n7+\n1*2=\n" + "1" * 40 + "=\n\n")
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("> 12+34=") and line[len("> 12+34="):].isdigit() for line in lines)
+    assert any(line.startswith("> 7+") for line in lines)
+    assert "invalid input: unknown character '*' at position 1" in result.stdout
+    assert "already fills the model's max_length" in result.stdout or "exceeds the model's max_length" in result.stdout
+
+
+def test_wandb_runs_offline_without_login_and_resume_continues_the_same_run(data_dir, tmp_path):
+    output_dir = tmp_path / "run"
+    flags = [arg for arg in train_args(data_dir, output_dir) if arg != "--no-wandb"]
+    process = start_training(data_dir, output_dir, tmp_path, flags)
+    wait_for_file(output_dir / "checkpoint-90.pt", process)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert "W&B is offline (no login found)" in output and "wandb sync" in output
+    resumed = run_script("train.py", *flags, home=tmp_path)
+    run_id = (output_dir / "wandb_run_id").read_text().strip()
+    run_dirs = sorted((output_dir / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 2 and all(d.name.endswith(run_id) for d in run_dirs)
+    for run_dir in run_dirs:
+        assert (run_dir / f"run-{run_id}.wandb").stat().st_size > 0
+    assert "resuming" in resumed.stderr

@@ -1,0 +1,116 @@
+"""The training loop end to end, through scripts/train.py as a user runs it: resume, interruption, bad resumes."""
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from src.trainer import TrainConfig, epoch_order, learning_rate_at
+from tests.conftest import run_script, start_training, train_args, wait_for_file
+
+
+def final_weights(output_dir):
+    return torch.load(os.path.join(output_dir, "pytorch_model.bin"), weights_only=True)
+
+
+def assert_same_weights(first, second):
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"{name} differs"
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=10, min_learning_rate_ratio=0.1)
+    rates = [learning_rate_at(step, config, total_steps=100) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:10]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert learning_rate_at(100, config, 100) == pytest.approx(1e-4)
+
+
+def test_epoch_order_is_a_reproducible_permutation_that_changes_each_epoch():
+    first = epoch_order(100, seed=1, epoch=0)
+    assert sorted(first.tolist()) == list(range(100))
+    assert torch.equal(first, epoch_order(100, seed=1, epoch=0))
+    assert not torch.equal(first, epoch_order(100, seed=1, epoch=1))
+
+
+def test_run_writes_every_promised_output(reference_run):
+    for name in ("pytorch_model.bin", "best_model.pt", "training_config.json", "test_results.json",
+                 "logs/training.log", "checkpoint-400.pt"):
+        assert (reference_run / name).exists(), name
+    assert sorted(p.name for p in reference_run.glob("checkpoint-*.pt")) == [
+        "checkpoint-360.pt", "checkpoint-390.pt", "checkpoint-400.pt"]  # the last three are kept
+    results = json.loads((reference_run / "test_results.json").read_text())
+    assert results["num_examples"] == 200 and 0.0 <= results["exact_match"] <= 1.0
+    config = json.loads((reference_run / "training_config.json").read_text())
+    assert config["train_config"]["model_size"] == "tiny" and config["total_steps"] == 400
+    assert "step 400/400" in (reference_run / "logs" / "training.log").read_text()
+
+
+def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run, tmp_path):
+    output_dir = tmp_path / "run"
+    process = start_training(data_dir, output_dir, tmp_path)
+    wait_for_file(output_dir / "checkpoint-120.pt", process)
+    process.kill()
+    process.wait()
+    assert not (output_dir / "pytorch_model.bin").exists(), "the run finished before it could be killed"
+    resumed = run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path)
+    assert "resuming" in resumed.stderr
+    assert_same_weights(final_weights(output_dir), final_weights(reference_run))
+
+
+def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(data_dir, reference_run, tmp_path):
+    output_dir = tmp_path / "run"
+    process = start_training(data_dir, output_dir, tmp_path)
+    wait_for_file(output_dir / "checkpoint-210.pt", process)
+    process.kill()
+    process.wait()
+    newest = max(output_dir.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    newest.write_bytes(newest.read_bytes()[:1000])
+    resumed = run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path)
+    assert f"{newest}: unreadable checkpoint, truncated or corrupt" in resumed.stderr
+    assert "falling back to the previous checkpoint" in resumed.stderr
+    assert_same_weights(final_weights(output_dir), final_weights(reference_run))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, reference_run, tmp_path):
+    output_dir = tmp_path / "run"
+    process = start_training(data_dir, output_dir, tmp_path)
+    wait_for_file(output_dir / "checkpoint-90.pt", process)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "run the same command to resume" in output
+    stopped_at = int(output.split("stopped at step ")[1].split("/")[0])
+    assert (output_dir / f"checkpoint-{stopped_at}.pt").exists()
+    run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path)
+    assert_same_weights(final_weights(output_dir), final_weights(reference_run))
+
+
+def test_resume_with_a_different_setting_is_a_clear_error(reference_run, data_dir, tmp_path):
+    output_dir = tmp_path / "copy"
+    shutil.copytree(reference_run, output_dir)
+    result = run_script("train.py", *train_args(data_dir, output_dir, "--model-size", "small"), home=tmp_path,
+                        check=False)
+    assert result.returncode == 1
+    assert "cannot resume with different settings: --model-size 'small' (run has 'tiny')" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_takes_the_saved_settings_when_no_flags_are_given(reference_run, tmp_path):
+    output_dir = tmp_path / "copy"
+    shutil.copytree(reference_run, output_dir)
+    result = run_script("train.py", "--output-dir", output_dir, home=tmp_path)  # as the README's resume command
+    assert "this run is already finished (400 steps)" in result.stderr
+
+
+def test_nan_loss_stops_with_a_message(data_dir, tmp_path):
+    result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--learning-rate", 1e30,
+                                                "--logging-steps", 5), home=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "loss became nan" in result.stderr.lower()
+    assert not (tmp_path / "run" / "pytorch_model.bin").exists()
