@@ -44,8 +44,11 @@ def main():
         except (TokenizerError, ValueError) as error:
             print(f"invalid input: {error}")
             continue
-        answer = completion if "=" in prompt else completion.partition("=")[2] or completion
-        print(f"{prompt}{completion}" + (f"   (answer: {answer})" if "=" not in prompt and "=" in completion else ""))
+        if "=" in prompt:
+            print(f"{prompt}{completion}")
+        else:  # the loss covered only answers, so what the model writes before "=" is its guess, not training
+            print(f"{prompt}{completion or '<end>'}   (a partial prompt: the model learned to write answers after "
+                  f"'=', so this continuation is untrained)")
 
 
 if __name__ == "__main__":

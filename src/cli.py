@@ -1,4 +1,4 @@
-"""What every script does around its main(): user errors become one clear line and exit code 1."""
+"""What every script does around its main(): user errors become one clear line (exit 1), Ctrl-C a quiet exit."""
 
 import logging
 import sys
@@ -12,3 +12,6 @@ def run_main(main):
     except UserError as error:
         logging.getLogger("math_llm").error(str(error))
         sys.exit(1)
+    except KeyboardInterrupt:
+        logging.getLogger("math_llm").warning("interrupted")
+        sys.exit(130)

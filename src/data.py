@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from src.errors import DataError
+from src.errors import ConfigError, DataError
 from src.tokenizer import END_TOKEN, TokenizerError
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
@@ -108,7 +108,7 @@ def distinct_problem_count(max_digits):
 def generate_splits(config, log=None):
     """Distinct problems, balanced over (digits of a, digits of b), shuffled into disjoint train/val/test lists."""
     if not 1 <= config.max_digits <= MAX_SUPPORTED_DIGITS:
-        raise ValueError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {config.max_digits}")
+        raise ConfigError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {config.max_digits}")
     available = distinct_problem_count(config.max_digits)
     num_examples = config.num_examples
     if num_examples > available:
@@ -137,7 +137,7 @@ def generate_splits(config, log=None):
     num_val = round(num_examples * config.val_fraction)
     num_train = num_examples - num_val - num_test
     if min(num_train, num_val, num_test) <= 0:
-        raise ValueError(f"{num_examples} examples are too few for non-empty train/val/test splits")
+        raise ConfigError(f"{num_examples} examples are too few for non-empty train/val/test splits")
     return {
         "train": examples[:num_train],
         "val": examples[num_train:num_train + num_val],

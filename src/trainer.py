@@ -226,19 +226,17 @@ def write_json(path, content):
 def train(config, explicit_flags=frozenset()):
     """Trains (or resumes) the run in config.output_dir and writes its final outputs. Returns the test metrics."""
     os.makedirs(config.output_dir, exist_ok=True)
-    resumed = ckpt.load_latest_checkpoint(config.output_dir, log)
+    checkpoint, checkpoint_source = ckpt.load_latest_checkpoint(config.output_dir, log) or (None, None)
     config_path = os.path.join(config.output_dir, TRAINING_CONFIG_FILE)
-    if resumed:
-        checkpoint, checkpoint_source = resumed
+    if checkpoint:
         config = resolve_config(config, explicit_flags, checkpoint["train_config"], checkpoint_source)
     elif os.path.exists(config_path):  # a run stopped before its first checkpoint: restart it with its own config
-        checkpoint = None
         with open(config_path) as f:
             config = resolve_config(config, explicit_flags, json.load(f)["train_config"], config_path)
 
     # Data
     ensure_dataset(config.data_dir, config.seed)
-    tokenizer = Tokenizer(checkpoint["vocab"] if resumed else None)
+    tokenizer = Tokenizer(checkpoint["vocab"] if checkpoint else None)
     datasets = {split: ArithmeticDataset.from_file(split_path(config.data_dir, split), tokenizer, config.max_length)
                 for split in SPLITS}
     steps_per_epoch = math.ceil(len(datasets["train"]) / config.batch_size)
@@ -256,7 +254,7 @@ def train(config, explicit_flags=frozenset()):
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
     state = {"step": 0, "best_exact_match": -1.0, "train_config": asdict(config), "model_config": asdict(model_config),
              "vocab": tokenizer.vocab, "train_data_fingerprint": datasets["train"].fingerprint()}
-    if resumed:
+    if checkpoint:
         if checkpoint["model_config"] != state["model_config"]:
             raise ConfigError(f"{checkpoint_source}: model config {checkpoint['model_config']} does not match "
                               f"{state['model_config']}")

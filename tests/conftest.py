@@ -37,20 +37,22 @@ def train_args(data_dir, output_dir, *extra):
     return ["--data-dir", data_dir, "--output-dir", output_dir, *RUN_FLAGS, *extra]
 
 
-def start_training(data_dir, output_dir, home, flags=None):
-    """train.py in the background, for tests that interrupt it."""
-    return subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
-                             *map(str, flags or train_args(data_dir, output_dir))],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=script_env(home),
-                            stdin=subprocess.DEVNULL)
-
-
-def wait_for_file(path, process, timeout=120):
-    deadline = time.time() + timeout
-    while not os.path.exists(path):
-        assert process.poll() is None, f"training ended before {path} appeared:\n{process.stdout.read()}"
-        assert time.time() < deadline, f"{path} did not appear within {timeout} s"
+def interrupt_training(data_dir, output_dir, home, after_checkpoint, sig, flags=None):
+    """Runs train.py until checkpoint-<after_checkpoint>.pt exists, then sends `sig`; returns (exit code, output)."""
+    process = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
+                                *map(str, flags or train_args(data_dir, output_dir))],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=script_env(home),
+                               stdin=subprocess.DEVNULL)
+    checkpoint = os.path.join(output_dir, f"checkpoint-{after_checkpoint}.pt")
+    deadline = time.time() + 120
+    while not os.path.exists(checkpoint):
+        assert process.poll() is None, f"training ended before {checkpoint} appeared:\n{process.stdout.read()}"
+        assert time.time() < deadline, f"{checkpoint} did not appear within 120 s"
         time.sleep(0.005)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=120)
+    assert not os.path.exists(os.path.join(output_dir, "pytorch_model.bin")), "the run ended before the signal"
+    return process.returncode, output
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from tests.conftest import run_script, start_training, train_args, wait_for_file
+from tests.conftest import interrupt_training, run_script, train_args
 
 
 @pytest.mark.parametrize("script", ["generate_data.py", "train.py", "evaluate.py", "interactive.py"])
@@ -69,10 +69,8 @@ def test_interactive_completes_prompts_and_rejects_bad_input(tmp_path, reference
 def test_wandb_runs_offline_without_login_and_resume_continues_the_same_run(data_dir, tmp_path):
     output_dir = tmp_path / "run"
     flags = [arg for arg in train_args(data_dir, output_dir) if arg != "--no-wandb"]
-    process = start_training(data_dir, output_dir, tmp_path, flags)
-    wait_for_file(output_dir / "checkpoint-90.pt", process)
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=120)
+    _, output = interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=90, sig=signal.SIGINT,
+                                   flags=flags)
     assert "W&B is offline (no login found)" in output and "wandb sync" in output
     resumed = run_script("train.py", *flags, home=tmp_path)
     run_id = (output_dir / "wandb_run_id").read_text().strip()

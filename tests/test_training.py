@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from src.trainer import TrainConfig, epoch_order, learning_rate_at
-from tests.conftest import run_script, start_training, train_args, wait_for_file
+from tests.conftest import interrupt_training, run_script, train_args
 
 
 def final_weights(output_dir):
@@ -53,11 +53,7 @@ def test_run_writes_every_promised_output(reference_run):
 
 def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run, tmp_path):
     output_dir = tmp_path / "run"
-    process = start_training(data_dir, output_dir, tmp_path)
-    wait_for_file(output_dir / "checkpoint-120.pt", process)
-    process.kill()
-    process.wait()
-    assert not (output_dir / "pytorch_model.bin").exists(), "the run finished before it could be killed"
+    interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=120, sig=signal.SIGKILL)
     resumed = run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path)
     assert "resuming" in resumed.stderr
     assert_same_weights(final_weights(output_dir), final_weights(reference_run))
@@ -65,10 +61,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run,
 
 def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(data_dir, reference_run, tmp_path):
     output_dir = tmp_path / "run"
-    process = start_training(data_dir, output_dir, tmp_path)
-    wait_for_file(output_dir / "checkpoint-210.pt", process)
-    process.kill()
-    process.wait()
+    interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=210, sig=signal.SIGKILL)
     newest = max(output_dir.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     newest.write_bytes(newest.read_bytes()[:1000])
     resumed = run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path)
@@ -79,11 +72,8 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(data_di
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, reference_run, tmp_path):
     output_dir = tmp_path / "run"
-    process = start_training(data_dir, output_dir, tmp_path)
-    wait_for_file(output_dir / "checkpoint-90.pt", process)
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output
+    returncode, output = interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=90, sig=signal.SIGINT)
+    assert returncode == 0, output
     assert "run the same command to resume" in output
     stopped_at = int(output.split("stopped at step ")[1].split("/")[0])
     assert (output_dir / f"checkpoint-{stopped_at}.pt").exists()
