@@ -8,13 +8,14 @@ import json
 import logging
 import os
 
-from src.checkpoint import load_model, resolve_model_path
+from src.checkpoint import load_model
 from src.cli import run_main
 from src.data import ArithmeticDataset, split_path
+from src.errors import ConfigError
 from src.evaluation import evaluate
+from src.files import write_json
 from src.logging_setup import setup_logging
 from src.runtime import select_device, select_precision
-from src.trainer import write_json
 
 log = logging.getLogger("evaluate")
 
@@ -43,9 +44,10 @@ def build_parser():
 def main():
     args = build_parser().parse_args()
     setup_logging()
+    if args.batch_size < 1 or args.num_mistakes < 0:
+        raise ConfigError("--batch-size must be at least 1 and --num-mistakes not negative")
     device = select_device(args.device)
-    model_path = resolve_model_path(args.checkpoint)
-    model, tokenizer, checkpoint = load_model(model_path, device)
+    model, tokenizer, checkpoint, model_path = load_model(args.checkpoint, device, log)
     data_path = args.data_path or split_path(args.data_dir, args.split)
     dataset = ArithmeticDataset.from_file(data_path, tokenizer, model.config.max_length)
     log.info(f"evaluating {model_path} (step {checkpoint.get('step', '?')}, {model.num_parameters():,} parameters) "

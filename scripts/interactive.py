@@ -29,8 +29,8 @@ def main():
     args = build_parser().parse_args()
     setup_logging()
     device = select_device(args.device)
-    model, tokenizer, _ = load_model(args.checkpoint, device)
-    print(f"Loaded {args.checkpoint}. Type a problem like 12+34= (empty line or Ctrl-D to quit).")
+    model, tokenizer, _, model_path = load_model(args.checkpoint, device, log)
+    print(f"Loaded {model_path}. Type a problem like 12+34= (empty line or Ctrl-D to quit).")
     while True:
         try:
             prompt = input("> ").strip().replace(" ", "")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from src.errors import CheckpointError
+from src.files import atomic_open
 from src.model import ModelConfig, Transformer
 from src.tokenizer import Tokenizer
 
@@ -23,13 +24,8 @@ def checkpoint_path(output_dir, step):
 
 
 def save_atomic(obj, path):
-    """Write to a temp file, fsync, then rename: a crash leaves the old file or the new one, never half of one."""
-    temp_path = f"{path}.tmp"
-    with open(temp_path, "wb") as f:
+    with atomic_open(path, "wb") as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp_path, path)
 
 
 def list_checkpoints(output_dir):
@@ -50,44 +46,51 @@ def load_checkpoint(path):
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupt ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else 'no details'})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a Math LLM checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
+    return checkpoint
 
 
 def load_latest_checkpoint(output_dir, log):
-    """The newest readable checkpoint as (checkpoint, path), skipping corrupt ones with a warning; None if none."""
-    for _, path in reversed(list_checkpoints(output_dir)):
+    """The newest readable checkpoint as (checkpoint, path), skipping corrupt ones with a warning; None if there
+    are none. If every one is unreadable, that is an error: starting over would overwrite the run."""
+    checkpoints = list_checkpoints(output_dir)
+    for _, path in reversed(checkpoints):
         try:
             return load_checkpoint(path), path
         except CheckpointError as error:
-            log.warning(f"{error}; falling back to the previous checkpoint")
+            log.warning(f"{error}; trying the previous checkpoint")
+    if checkpoints:
+        raise CheckpointError(f"{output_dir}: none of its {len(checkpoints)} checkpoints is readable; move them "
+                              f"away to start this run over")
     return None
 
 
-def resolve_model_path(path):
-    """An output dir means its best_model.pt, else its newest checkpoint; a file is taken as it is."""
-    if not os.path.isdir(path):
-        return path
-    best = os.path.join(path, BEST_MODEL)
-    if os.path.exists(best):
-        return best
-    checkpoints = list_checkpoints(path)
-    if not checkpoints:
-        raise CheckpointError(f"{path}: no {BEST_MODEL} or checkpoint-N.pt in this directory")
-    return checkpoints[-1][1]
-
-
-def load_model(path, device):
-    """(model in eval mode, tokenizer, checkpoint dict) from best_model.pt, a checkpoint-N.pt, or an output dir."""
-    path = resolve_model_path(path)
-    checkpoint = load_checkpoint(path)
-    if "model" not in checkpoint or "model_config" not in checkpoint:
-        raise CheckpointError(f"{path}: not a Math LLM checkpoint (no model weights or model_config inside)")
-    model = Transformer(ModelConfig(**checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), Tokenizer(checkpoint["vocab"]), checkpoint
+def load_model(path, device, log):
+    """(model in eval mode, tokenizer, checkpoint dict, the file used) from best_model.pt, a checkpoint-N.pt, or an
+    output dir (its best_model.pt, else its newest readable checkpoint)."""
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, BEST_MODEL)):
+        found = load_latest_checkpoint(path, log)
+        if found is None:
+            raise CheckpointError(f"{path}: no {BEST_MODEL} or checkpoint-N.pt in this directory")
+        checkpoint, path = found
+    else:
+        path = os.path.join(path, BEST_MODEL) if os.path.isdir(path) else path
+        checkpoint = load_checkpoint(path)
+    missing = {"model", "model_config", "vocab"} - checkpoint.keys()
+    if missing:
+        raise CheckpointError(f"{path}: not a Math LLM checkpoint (no {', '.join(sorted(missing))} inside)")
+    try:
+        model = Transformer(ModelConfig(**checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: its model_config and weights do not make a model "
+                              f"({str(error).splitlines()[0]})") from None
+    return model.to(device).eval(), Tokenizer(checkpoint["vocab"]), checkpoint, path
 
 
 def capture_rng_state():

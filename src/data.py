@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from src.errors import ConfigError, DataError
+from src.files import atomic_open
 from src.tokenizer import END_TOKEN, TokenizerError
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
@@ -28,6 +29,15 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 42
+
+    def __post_init__(self):
+        if self.num_examples < 3:
+            raise ConfigError(f"--num-examples must be at least 3 (one per split), got {self.num_examples}")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ConfigError(f"--val-fraction and --test-fraction must be in (0, 1) and leave room for training, "
+                              f"got {self.val_fraction} and {self.test_fraction}")
+        if not 1 <= self.max_digits <= MAX_SUPPORTED_DIGITS:
+            raise ConfigError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {self.max_digits}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,8 +117,6 @@ def distinct_problem_count(max_digits):
 
 def generate_splits(config, log=None):
     """Distinct problems, balanced over (digits of a, digits of b), shuffled into disjoint train/val/test lists."""
-    if not 1 <= config.max_digits <= MAX_SUPPORTED_DIGITS:
-        raise ConfigError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {config.max_digits}")
     available = distinct_problem_count(config.max_digits)
     num_examples = config.num_examples
     if num_examples > available:
@@ -148,7 +156,7 @@ def generate_splits(config, log=None):
 def summarize(examples):
     """Counts by operand digit lengths and by number of carries, for the generation log."""
     by_digits, by_carries = Counter(), Counter()
-    for text in examples:
+    for text in tqdm(examples, desc="summarizing", unit="problem", disable=len(examples) < 200_000, leave=False):
         prompt, _ = split_example(text)
         a, b = (int(x) for x in prompt.rstrip("=").split("+"))
         by_digits["x".join(map(str, operand_digits(prompt)))] += 1
@@ -166,12 +174,10 @@ def split_path(data_dir, split):
 
 def write_split(path, examples, metadata):
     """One example per line, so an error in line N of the file points at a single example."""
-    temp_path = f"{path}.tmp"
-    with open(temp_path, "w") as f:
+    with atomic_open(path) as f:
         f.write('{"metadata": ' + json.dumps(metadata) + ',\n"examples": [\n')
         f.write(",\n".join(json.dumps(text) for text in examples))
         f.write("\n]}\n")
-    os.replace(temp_path, path)
 
 
 def write_splits(data_dir, splits, config):
@@ -182,20 +188,22 @@ def write_splits(data_dir, splits, config):
 
 
 def read_split(path):
-    """Returns (examples, metadata, raw file text). Accepts {"metadata": ..., "examples": [...]} or a bare list of strings."""
+    """(examples, raw file text). Accepts {"metadata": ..., "examples": [...]} or a bare list of strings."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (generate data with scripts/generate_data.py)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read it as UTF-8 text ({error})") from None
     try:
         content = json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(f"{path} line {error.lineno} column {error.colno}: malformed JSON ({error.msg})") from None
-    examples, metadata = (content, {}) if isinstance(content, list) else (content.get("examples"), content.get("metadata", {}))
+    examples = content.get("examples") if isinstance(content, dict) else content
     if not isinstance(examples, list) or not examples:
-        raise DataError(f"{path}: expected a non-empty list of examples under \"examples\"")
-    return examples, metadata, text
+        raise DataError(f"{path}: expected a non-empty list of examples, or an object with one under \"examples\"")
+    return examples, text
 
 
 def line_of_example(file_text, examples, index):
@@ -227,7 +235,8 @@ class ArithmeticDataset:
                 prompt, answer = split_example(text)
                 ids = tokenizer.encode(text)
                 if len(ids) > max_length:
-                    raise ValueError(f"{text!r} has {len(ids)} tokens, more than --max-length {max_length}")
+                    raise ValueError(f"{text!r} has {len(ids)} tokens, more than the max_length of {max_length} "
+                                     f"(train.py --max-length)")
             except (ValueError, TokenizerError) as error:
                 line = line_of_example(file_text, examples, index) if file_text else None
                 where = f"line {line}" if line else f"example {index}"
@@ -236,12 +245,11 @@ class ArithmeticDataset:
             self.answers.append(answer)
             encoded.append(ids)
 
+        equals_id = tokenizer.token_to_id["="]
         self.lengths = torch.tensor([len(ids) for ids in encoded])
-        self.prompt_lengths = torch.tensor([len(tokenizer.encode(p)) for p in self.prompts])
+        self.prompt_lengths = torch.tensor([ids.index(equals_id) + 1 for ids in encoded])
         longest = int(self.lengths.max())
-        self.tokens = torch.full((len(encoded), longest), tokenizer.end_id, dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            self.tokens[row, : len(ids)] = torch.tensor(ids)
+        self.tokens = torch.tensor([ids + [tokenizer.end_id] * (longest - len(ids)) for ids in encoded])
         # targets[i, j] is the token the model must predict at input position j-1; only answer tokens count.
         positions = torch.arange(longest)
         is_answer = (positions >= self.prompt_lengths[:, None]) & (positions < self.lengths[:, None])
@@ -249,7 +257,7 @@ class ArithmeticDataset:
 
     @classmethod
     def from_file(cls, path, tokenizer, max_length):
-        examples, _, file_text = read_split(path)
+        examples, file_text = read_split(path)
         return cls(examples, tokenizer, max_length, source=path, file_text=file_text)
 
     def __len__(self):

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from src.errors import ConfigError
+
 
 @dataclass
 class Precision:
@@ -17,7 +19,7 @@ def select_device(name="auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but no CUDA device is available")
+        raise ConfigError("--device cuda was asked for, but no CUDA device is available (use --device auto or cpu)")
     return torch.device(name)
 
 

@@ -3,6 +3,8 @@
 The vocabulary is a list of tokens saved with every checkpoint, so a model always decodes with its own.
 """
 
+import re
+
 from src.errors import UserError
 
 DEFAULT_VOCAB = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "=", "<end>"]
@@ -22,26 +24,21 @@ class Tokenizer:
             raise ValueError(f"vocabulary must contain {END_TOKEN}: {self.vocab}")
         self.token_to_id = {token: index for index, token in enumerate(self.vocab)}
         # Longest tokens first, so "<end>" wins over any single character it starts with.
-        self._tokens_by_length = sorted(self.vocab, key=len, reverse=True)
+        self._token_pattern = re.compile("|".join(re.escape(t) for t in sorted(self.vocab, key=len, reverse=True)))
         self.end_id = self.token_to_id[END_TOKEN]
 
     def __len__(self):
         return len(self.vocab)
 
     def encode(self, text):
-        ids, position = [], 0
-        while position < len(text):
-            for token in self._tokens_by_length:
-                if text.startswith(token, position):
-                    ids.append(self.token_to_id[token])
-                    position += len(token)
-                    break
-            else:
-                raise TokenizerError(
-                    f"unknown character {text[position]!r} at position {position} in {text!r} "
-                    f"(vocabulary: {' '.join(self.vocab)})"
-                )
-        return ids
+        tokens = self._token_pattern.findall(text)  # skips what matches no token: caught by the length check
+        if sum(map(len, tokens)) != len(text):
+            position = 0
+            while match := self._token_pattern.match(text, position):
+                position = match.end()
+            raise TokenizerError(f"unknown character {text[position]!r} at position {position} in {text!r} "
+                                 f"(vocabulary: {' '.join(self.vocab)})")
+        return [self.token_to_id[token] for token in tokens]
 
     def decode(self, ids):
         return "".join(self.vocab[int(i)] for i in ids)

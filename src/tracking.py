@@ -6,6 +6,7 @@ import os
 import secrets
 
 RUN_ID_FILE = "wandb_run_id"
+ONLINE_INIT_TIMEOUT_SECONDS = 20  # then fall back to offline: a training run never waits long on W&B
 log = logging.getLogger(__name__)
 
 
@@ -45,26 +46,45 @@ def has_wandb_login():
         return False
 
 
+def run_id_of(output_dir):
+    """The W&B run id of this output dir, created on its first run, so a resumed run continues the same W&B run."""
+    id_path = os.path.join(output_dir, RUN_ID_FILE)
+    if not os.path.exists(id_path):
+        with open(id_path, "w") as f:
+            f.write(secrets.token_hex(4) + "\n")  # W&B run ids are short lowercase alphanumerics
+    with open(id_path) as f:
+        return f.read().strip()
+
+
 def start_tracking(enabled, project, output_dir, config):
     if not enabled:
         log.info("W&B logging is off (--no-wandb)")
         return NoTracking()
     import wandb
 
-    id_path = os.path.join(output_dir, RUN_ID_FILE)
-    if os.path.exists(id_path):
-        with open(id_path) as f:
-            run_id = f.read().strip()
+    run_id = run_id_of(output_dir)
+
+    def init(mode):
+        return wandb.init(project=project, id=run_id, resume="allow", dir=output_dir, config=config, mode=mode,
+                          settings=wandb.Settings(silent=True, init_timeout=ONLINE_INIT_TIMEOUT_SECONDS))
+
+    if os.environ.get("WANDB_MODE"):
+        mode, reason = os.environ["WANDB_MODE"], "WANDB_MODE is set"
     else:
-        run_id = secrets.token_hex(4)  # W&B run ids are short lowercase alphanumerics
-        with open(id_path, "w") as f:
-            f.write(run_id + "\n")
-    mode = os.environ.get("WANDB_MODE") or ("online" if has_wandb_login() else "offline")
-    run = wandb.init(project=project, id=run_id, resume="allow", dir=output_dir, config=config, mode=mode,
-                     settings=wandb.Settings(silent=True, init_timeout=120))
+        mode, reason = ("online", "") if has_wandb_login() else ("offline", "no login found")
+    try:
+        run = init(mode)
+    except Exception as error:  # wandb raises its own CommError, UsageError, timeouts... for an unreachable server
+        if mode == "offline":
+            raise
+        log.warning(f"W&B could not start online ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                    f"logging offline instead")
+        wandb.teardown()  # the failed attempt still holds the run id in W&B's service process
+        mode, reason = "offline", "server unreachable"
+        run = init(mode)
     if mode == "offline":
-        log.info(f"W&B is offline (no login found): run {run_id} is saved in {run.settings.sync_dir}; "
+        log.info(f"W&B is offline ({reason}): run {run_id} is saved in {run.settings.sync_dir}; "
                  f"upload it later with `wandb sync {run.settings.sync_dir}`")
-    else:
+    elif mode == "online":
         log.info(f"W&B run {run_id}: {run.url}")
     return WandbTracking(run)

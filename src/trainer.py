@@ -22,6 +22,7 @@ from src import checkpoint as ckpt
 from src.data import SPLITS, ArithmeticDataset, DataConfig, generate_splits, split_path, write_splits
 from src.errors import ConfigError, DataError, TrainingDiverged
 from src.evaluation import evaluate
+from src.files import write_json
 from src.model import Transformer, build_model_config
 from src.runtime import autocast, select_device, select_precision
 from src.tokenizer import Tokenizer
@@ -55,6 +56,21 @@ class TrainConfig:
     wandb_project: str = "math-llm"
     device: str = "auto"
     seed: int = 42
+
+    def __post_init__(self):
+        at_least_one = ["max_length", "batch_size", "eval_batch_size", "num_epochs", "save_steps", "eval_steps",
+                        "logging_steps", "keep_checkpoints"]
+        problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                    for name in at_least_one if getattr(self, name) < 1]
+        if not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.min_learning_rate_ratio <= 1:
+            problems.append(f"--min-learning-rate-ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
+                            "--warmup-steps not negative")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 # Settings that may differ when a run is resumed: they change how it is watched, not what it computes.
@@ -204,20 +220,16 @@ def run_evaluation(model, dataset, tokenizer, config, device, precision, split):
     return metrics
 
 
-def check_finite(loss_sum, step):
-    value = loss_sum.item()
+def check_finite(value, step):
     if not math.isfinite(value):
         raise TrainingDiverged(f"loss became {value} by step {step}; stopping without saving this model. "
-                               f"Lower --learning-rate or drop --fp16, then resume from the last checkpoint")
+                               f"Train again in a new --output-dir with a lower --learning-rate (or without --fp16)")
     return value
 
 
-def write_json(path, content):
-    temp_path = f"{path}.tmp"
-    with open(temp_path, "w") as f:
-        json.dump(content, f, indent=2)
-        f.write("\n")
-    os.replace(temp_path, path)
+def format_duration(seconds):
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,6 +246,9 @@ def train(config, explicit_flags=frozenset()):
         with open(config_path) as f:
             config = resolve_config(config, explicit_flags, json.load(f)["train_config"], config_path)
 
+    device = select_device(config.device)
+    precision = select_precision(config.fp16, device)
+
     # Data
     ensure_dataset(config.data_dir, config.seed)
     tokenizer = Tokenizer(checkpoint["vocab"] if checkpoint else None)
@@ -242,18 +257,17 @@ def train(config, explicit_flags=frozenset()):
     steps_per_epoch = math.ceil(len(datasets["train"]) / config.batch_size)
     total_steps = steps_per_epoch * config.num_epochs
 
-    # Model, optimizer, precision
+    # Model, optimizer
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    device = select_device(config.device)
-    precision = select_precision(config.fp16, device)
     model_config = build_model_config(config.model_size, len(tokenizer), config.max_length, config.dropout)
     model = Transformer(model_config).to(device)
     optimizer = build_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
     state = {"step": 0, "best_exact_match": -1.0, "train_config": asdict(config), "model_config": asdict(model_config),
-             "vocab": tokenizer.vocab, "train_data_fingerprint": datasets["train"].fingerprint()}
+             "vocab": tokenizer.vocab, "train_data_fingerprint": datasets["train"].fingerprint(),
+             "precision": precision.description}
     if checkpoint:
         if checkpoint["model_config"] != state["model_config"]:
             raise ConfigError(f"{checkpoint_source}: model config {checkpoint['model_config']} does not match "
@@ -261,9 +275,13 @@ def train(config, explicit_flags=frozenset()):
         if checkpoint["train_data_fingerprint"] != state["train_data_fingerprint"]:
             raise ConfigError(f"{checkpoint_source}: {split_path(config.data_dir, 'train')} changed since this run "
                               f"started, so its position in the data is lost; restore that data or use a new --output-dir")
+        if checkpoint["precision"] != precision.description:
+            log.warning(f"{checkpoint_source} was trained with {checkpoint['precision']} and resumes with "
+                        f"{precision.description}: it continues, but will not match an uninterrupted run exactly")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
+            scaler.load_state_dict(checkpoint["scaler"])
         ckpt.restore_rng_state(checkpoint["rng"])
         state.update(step=checkpoint["step"], best_exact_match=checkpoint["best_exact_match"])
         log.info(f"resuming {checkpoint_source} at step {state['step']}/{total_steps}")
@@ -325,7 +343,7 @@ def train(config, explicit_flags=frozenset()):
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     elapsed = time.perf_counter() - interval_start
-                    metrics = {"train/loss": check_finite(loss_sum, step) / interval_steps,
+                    metrics = {"train/loss": check_finite(loss_sum.item(), step) / interval_steps,
                                "train/learning_rate": learning_rate,
                                "train/grad_norm": grad_norm_sum.item() / interval_steps,
                                "train/tokens_per_second": interval_tokens / elapsed,
@@ -333,7 +351,8 @@ def train(config, explicit_flags=frozenset()):
                     log.info(f"step {step}/{total_steps} | epoch {metrics['train/epoch']:.2f} | "
                              f"loss {metrics['train/loss']:.4f} | lr {learning_rate:.2e} | "
                              f"grad norm {metrics['train/grad_norm']:.3f} | "
-                             f"{metrics['train/tokens_per_second']:,.0f} tokens/s")
+                             f"{metrics['train/tokens_per_second']:,.0f} tokens/s | "
+                             f"ETA {format_duration((total_steps - step) * elapsed / interval_steps)}")
                     progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                     tracker.log(metrics, step=step)
                     loss_sum.zero_()
@@ -342,7 +361,10 @@ def train(config, explicit_flags=frozenset()):
                     interval_start = time.perf_counter()
 
                 if step % config.eval_steps == 0 or step == total_steps:
+                    if interval_steps:
+                        check_finite(loss_sum.item(), step)
                     metrics = run_evaluation(model, datasets["val"], tokenizer, config, device, precision, "val")
+                    check_finite(metrics["loss"], step)  # the last update can break weights after a finite loss
                     tracker.log({f"val/{k}": metrics[k] for k in ("loss", "token_accuracy", "exact_match")}, step=step)
                     state["step"] = step
                     if metrics["exact_match"] > state["best_exact_match"]:
@@ -352,7 +374,7 @@ def train(config, explicit_flags=frozenset()):
 
                 if step % config.save_steps == 0 or step == total_steps or stop.requested:
                     if interval_steps:
-                        check_finite(loss_sum, step)
+                        check_finite(loss_sum.item(), step)
                     state["step"] = step
                     save_training_checkpoint({**state, "model": model.state_dict(),
                                               "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},

@@ -1,6 +1,8 @@
+import logging
 import os
 import pickle
 import random
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -8,11 +10,17 @@ import torch
 
 from src import checkpoint as ckpt
 from src.errors import CheckpointError
+from src.model import ModelConfig, Transformer, build_model_config
+from src.tokenizer import Tokenizer
+
+log = logging.getLogger("test")
 
 
-def test_save_is_atomic_and_loads_back(tmp_path):
+def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
     path = tmp_path / "checkpoint-5.pt"
     ckpt.save_atomic({"step": 5, "weights": torch.ones(3)}, str(path))
+    with pytest.raises(Exception):
+        ckpt.save_atomic({"step": 6, "unpicklable": lambda: None}, str(path))
     assert os.listdir(tmp_path) == ["checkpoint-5.pt"]  # no temp file left behind
     assert ckpt.load_checkpoint(str(path))["step"] == 5
 
@@ -38,10 +46,34 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
     ckpt.save_atomic({"step": 2}, ckpt.checkpoint_path(str(tmp_path), 2))
     with open(ckpt.checkpoint_path(str(tmp_path), 2), "wb") as f:
         f.write(b"not a checkpoint")
-    import logging
-    checkpoint, path = ckpt.load_latest_checkpoint(str(tmp_path), logging.getLogger("test"))
+    checkpoint, path = ckpt.load_latest_checkpoint(str(tmp_path), log)
     assert checkpoint["step"] == 1 and path.endswith("checkpoint-1.pt")
     assert "checkpoint-2.pt: unreadable" in caplog.text
+
+
+def test_no_readable_checkpoint_at_all_is_an_error_not_a_fresh_start(tmp_path):
+    (tmp_path / "checkpoint-1.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="none of its 1 checkpoints is readable"):
+        ckpt.load_latest_checkpoint(str(tmp_path), log)
+
+
+def test_an_output_dir_without_best_model_uses_its_newest_readable_checkpoint(tmp_path):
+    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=16))
+    checkpoint = {"model": model.state_dict(), "model_config": asdict(model.config), "vocab": Tokenizer().vocab}
+    ckpt.save_atomic({**checkpoint, "step": 1}, ckpt.checkpoint_path(str(tmp_path), 1))
+    (tmp_path / "checkpoint-2.pt").write_bytes(b"garbage")
+    _, _, loaded, path = ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+    assert loaded["step"] == 1 and path.endswith("checkpoint-1.pt")
+
+
+def test_a_checkpoint_that_is_not_a_model_is_reported_by_name(tmp_path):
+    ckpt.save_atomic(torch.ones(3), str(tmp_path / "tensor.pt"))
+    with pytest.raises(CheckpointError, match="tensor.pt: not a Math LLM checkpoint"):
+        ckpt.load_model(str(tmp_path / "tensor.pt"), torch.device("cpu"), log)
+    ckpt.save_atomic({"model": {}, "model_config": asdict(ModelConfig()), "vocab": Tokenizer().vocab},
+                     str(tmp_path / "empty.pt"))
+    with pytest.raises(CheckpointError, match="empty.pt: its model_config and weights do not make a model"):
+        ckpt.load_model(str(tmp_path / "empty.pt"), torch.device("cpu"), log)
 
 
 class Payload:
@@ -58,9 +90,9 @@ def test_a_checkpoint_cannot_run_code(tmp_path):
 
 def test_missing_checkpoint_is_reported_by_name(tmp_path):
     with pytest.raises(CheckpointError, match="nowhere.pt: checkpoint not found"):
-        ckpt.load_model(str(tmp_path / "nowhere.pt"), torch.device("cpu"))
+        ckpt.load_model(str(tmp_path / "nowhere.pt"), torch.device("cpu"), log)
     with pytest.raises(CheckpointError, match="no best_model.pt or checkpoint-N.pt"):
-        ckpt.load_model(str(tmp_path), torch.device("cpu"))
+        ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):

@@ -84,7 +84,7 @@ def test_unknown_character_in_data_names_file_and_line(tmp_path):
 
 
 def test_example_longer_than_max_length_is_an_error():
-    with pytest.raises(DataError, match="more than --max-length 8"):
+    with pytest.raises(DataError, match=r"has 12 tokens, more than the max_length of 8 \(train.py --max-length\)"):
         ArithmeticDataset(["123+456=579<end>"], Tokenizer(), max_length=8)
 
 
@@ -104,3 +104,18 @@ def test_batch_targets_cover_only_answer_tokens_and_pad_to_longest_in_batch():
     # target j is token j+1; only the answer "10" and <end> are learned
     assert targets[1].tolist() == [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX] + tokenizer.encode("10<end>")
     assert targets[0].tolist() == [IGNORE_INDEX] * 3 + tokenizer.encode("3<end>") + [IGNORE_INDEX]
+
+
+@pytest.mark.parametrize("content", ['"just a string"', "42", '{"examples": []}', '{"metadata": {}}'])
+def test_data_file_without_a_list_of_examples_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "test.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match="test.json: expected a non-empty list of examples"):
+        read_split(str(path))
+
+
+def test_data_file_that_is_not_text_is_a_clear_error(tmp_path):
+    path = tmp_path / "test.json"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(DataError, match="test.json: cannot read it as UTF-8 text"):
+        read_split(str(path))

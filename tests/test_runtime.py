@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from src.errors import ConfigError
 from src.runtime import select_device, select_precision
 from tests.conftest import run_script, train_args
 
@@ -25,7 +26,7 @@ def test_device_selection():
     assert select_device("cpu") == torch.device("cpu")
     assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device is available"):
+        with pytest.raises(ConfigError, match="no CUDA device is available"):
             select_device("cuda")
 
 

@@ -4,6 +4,7 @@ import json
 import signal
 
 import pytest
+import torch
 
 from tests.conftest import interrupt_training, run_script, train_args
 
@@ -61,7 +62,7 @@ def test_interactive_completes_prompts_and_rejects_bad_input(tmp_path, reference
                         input="12+34=\n7+\n1*2=\n" + "1" * 40 + "=\n\n")
     lines = result.stdout.splitlines()
     assert any(line.startswith("> 12+34=") and line[len("> 12+34="):].isdigit() for line in lines)
-    assert any(line.startswith("> 7+") for line in lines)
+    assert any(line.startswith("> 7+") and "a partial prompt" in line for line in lines)
     assert "invalid input: unknown character '*' at position 1" in result.stdout
     assert "already fills the model's max_length" in result.stdout or "exceeds the model's max_length" in result.stdout
 
@@ -79,3 +80,42 @@ def test_wandb_runs_offline_without_login_and_resume_continues_the_same_run(data
     for run_dir in run_dirs:
         assert (run_dir / f"run-{run_id}.wandb").stat().st_size > 0
     assert "resuming" in resumed.stderr
+
+
+def test_evaluate_takes_a_hand_written_json_list(tmp_path, reference_run):
+    data_path = tmp_path / "mine.json"
+    data_path.write_text('["1+1=2<end>", "10+5=15<end>", "99+99=198<end>"]')
+    run_script("evaluate.py", "--checkpoint", reference_run / "best_model.pt", "--data-path", data_path,
+               "--output-file", tmp_path / "out.json", home=tmp_path)
+    results = json.loads((tmp_path / "out.json").read_text())
+    assert results["num_examples"] == 3 and results["data_path"] == str(data_path)
+    assert set(results["exact_match_by_operand_digits"]) == {"1x1", "2x1", "2x2"}
+
+
+def test_evaluate_reports_bad_data_in_one_line(tmp_path, reference_run):
+    data_path = tmp_path / "bad.json"
+    data_path.write_text('["1+1=2<end>",\n"2-1=1<end>"]')
+    result = run_script("evaluate.py", "--checkpoint", reference_run, "--data-path", data_path, home=tmp_path,
+                        check=False)
+    assert result.returncode == 1
+    assert f"{data_path} line 2: unknown character '-' at position 1" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("train.py", ["--batch-size", 0], "--batch-size must be at least 1, got 0"),
+    ("train.py", ["--keep-checkpoints", 0, "--dropout", 1.5], "--keep-checkpoints must be at least 1, got 0; "
+                                                               "--dropout must be in [0, 1), got 1.5"),
+    ("train.py", ["--device", "cuda"] if not torch.cuda.is_available() else ["--num-epochs", 0],
+     "no CUDA device is available" if not torch.cuda.is_available() else "--num-epochs must be at least 1"),
+    ("generate_data.py", ["--val-fraction", 1.5], "--val-fraction and --test-fraction must be in (0, 1)"),
+    ("generate_data.py", ["--max-digits", 30], "--max-digits must be between 1 and 18, got 30"),
+    ("evaluate.py", ["--batch-size", 0], "--batch-size must be at least 1"),
+])
+def test_bad_flags_are_one_line_errors(script, flags, message, tmp_path):
+    places = {"train.py": ["--data-dir", tmp_path / "data", "--output-dir", tmp_path / "run"],
+              "generate_data.py": ["--output-dir", tmp_path / "data"],
+              "evaluate.py": ["--data-dir", tmp_path / "data", "--output-file", tmp_path / "out.json"]}
+    result = run_script(script, *flags, *places[script], home=tmp_path, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr

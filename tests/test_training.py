@@ -54,7 +54,7 @@ def test_run_writes_every_promised_output(reference_run):
 def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run, tmp_path):
     output_dir = tmp_path / "run"
     interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=120, sig=signal.SIGKILL)
-    resumed = run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path)
+    resumed = run_script("train.py", "--output-dir", output_dir, home=tmp_path)  # the README's resume command
     assert "resuming" in resumed.stderr
     assert_same_weights(final_weights(output_dir), final_weights(reference_run))
 
@@ -66,7 +66,7 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(data_di
     newest.write_bytes(newest.read_bytes()[:1000])
     resumed = run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path)
     assert f"{newest}: unreadable checkpoint, truncated or corrupt" in resumed.stderr
-    assert "falling back to the previous checkpoint" in resumed.stderr
+    assert "trying the previous checkpoint" in resumed.stderr
     assert_same_weights(final_weights(output_dir), final_weights(reference_run))
 
 
@@ -98,9 +98,10 @@ def test_resume_takes_the_saved_settings_when_no_flags_are_given(reference_run, 
     assert "this run is already finished (400 steps)" in result.stderr
 
 
-def test_nan_loss_stops_with_a_message(data_dir, tmp_path):
-    result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--learning-rate", 1e30,
-                                                "--logging-steps", 5), home=tmp_path, check=False)
+@pytest.mark.parametrize("check_point", [["--logging-steps", 5], ["--eval-steps", 5], ["--save-steps", 5]])
+def test_nan_loss_stops_with_a_message_before_anything_is_saved(data_dir, tmp_path, check_point):
+    result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--learning-rate", 1e30, *check_point),
+                        home=tmp_path, check=False)
     assert result.returncode == 1
-    assert "loss became nan" in result.stderr.lower()
-    assert not (tmp_path / "run" / "pytorch_model.bin").exists()
+    assert "loss became nan" in result.stderr.lower() and "Traceback" not in result.stderr
+    assert not list((tmp_path / "run").glob("*.pt")) and not (tmp_path / "run" / "pytorch_model.bin").exists()

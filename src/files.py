@@ -1,0 +1,27 @@
+"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+
+import contextlib
+import json
+import os
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Write to a temp file beside `path`, fsync it, then rename it over `path`; on error, drop the temp file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temp_path = f"{path}.tmp"
+    try:
+        with open(temp_path, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp_path, path)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+
+
+def write_json(path, content):
+    with atomic_open(path) as f:
+        json.dump(content, f, indent=2)
+        f.write("\n")
