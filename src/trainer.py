@@ -333,6 +333,7 @@ def train(config, explicit_flags=frozenset()):
                 optimizer.zero_grad(set_to_none=True)
 
                 step += 1
+                state["step"] = step
                 progress.update()
                 loss_sum += loss.detach()
                 grad_norm_sum += grad_norm
@@ -360,22 +361,20 @@ def train(config, explicit_flags=frozenset()):
                     interval_steps = interval_tokens = 0
                     interval_start = time.perf_counter()
 
-                if step % config.eval_steps == 0 or step == total_steps:
-                    if interval_steps:
-                        check_finite(loss_sum.item(), step)
+                evaluating = step % config.eval_steps == 0 or step == total_steps
+                saving = step % config.save_steps == 0 or step == total_steps or stop.requested
+                if (evaluating or saving) and interval_steps:
+                    check_finite(loss_sum.item(), step)  # a diverged model is neither evaluated nor saved
+                if evaluating:
                     metrics = run_evaluation(model, datasets["val"], tokenizer, config, device, precision, "val")
                     check_finite(metrics["loss"], step)  # the last update can break weights after a finite loss
                     tracker.log({f"val/{k}": metrics[k] for k in ("loss", "token_accuracy", "exact_match")}, step=step)
-                    state["step"] = step
                     if metrics["exact_match"] > state["best_exact_match"]:
                         state["best_exact_match"] = metrics["exact_match"]
                         save_best_model(model, state, metrics, config)
                     interval_start = time.perf_counter()  # evaluation time is not training throughput
 
-                if step % config.save_steps == 0 or step == total_steps or stop.requested:
-                    if interval_steps:
-                        check_finite(loss_sum.item(), step)
-                    state["step"] = step
+                if saving:
                     save_training_checkpoint({**state, "model": model.state_dict(),
                                               "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
                                              config)
