@@ -34,6 +34,7 @@ def build_parser():
                         help="auto picks CUDA when present (default: %(default)s)")
     parser.add_argument("--fp16", action="store_true",
                         help="evaluate under fp16 autocast on CUDA, bf16 autocast on CPU")
+    parser.add_argument("--bf16", action="store_true", help="evaluate under bf16 autocast")
     parser.add_argument("--num-mistakes", type=int, default=10, help="wrong answers to print (default: %(default)s)")
     parser.add_argument("--output-file",
                         help="where to write the results as JSON (default: eval_<split or file name>.json beside "
@@ -50,10 +51,14 @@ def main():
     model, tokenizer, checkpoint, model_path = load_model(args.checkpoint, device, log)
     data_path = args.data_path or split_path(args.data_dir, args.split)
     dataset = ArithmeticDataset.from_file(data_path, tokenizer, model.config.max_length)
+    model_format = checkpoint.get("data_format", "plain")  # checkpoints from before formats existed are plain
+    if dataset.format != model_format:
+        raise ConfigError(f"{data_path}: its problems are in the {dataset.format!r} format, but {model_path} was "
+                          f"trained on {model_format!r}; evaluate it on data generated with --format {model_format}")
     log.info(f"evaluating {model_path} (step {checkpoint.get('step', '?')}, {model.num_parameters():,} parameters) "
              f"on {data_path} ({len(dataset)} problems, device {device})")
 
-    results = evaluate(model, dataset, tokenizer, args.batch_size, device, select_precision(args.fp16, device),
+    results = evaluate(model, dataset, tokenizer, args.batch_size, device, select_precision(device, args.fp16, args.bf16),
                        num_mistakes=args.num_mistakes)
     results.update(checkpoint=model_path, data_path=data_path)
 

@@ -1,4 +1,4 @@
-"""Generate disjoint train/val/test splits of addition problems ("a+b=c<end>") as JSON files.
+"""Generate disjoint train/val/test splits of addition problems ("a+b=c<end>", or another --format) as JSON files.
 
     python scripts/generate_data.py --num-examples 100000 --max-digits 2
 """
@@ -9,7 +9,7 @@ import logging
 import time
 
 from src.cli import run_main
-from src.data import DataConfig, generate_splits, split_path, summarize, write_splits
+from src.data import FORMATS, DataConfig, generate_splits, split_path, summarize, write_splits
 from src.logging_setup import setup_logging
 
 log = logging.getLogger("generate_data")
@@ -28,6 +28,9 @@ def build_parser():
                         help="share of problems in val.json (default: %(default)s)")
     parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
                         help="share of problems in test.json (default: %(default)s)")
+    parser.add_argument("--format", choices=list(FORMATS), default=defaults.format,
+                        help="how numbers are written: " + "; ".join(f"{name}: {example}" for name, example in
+                                                                     FORMATS.items()) + " (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
     parser.add_argument("--output-dir", default="data", help="where the JSON files go (default: %(default)s)")
     return parser
@@ -37,7 +40,7 @@ def main():
     args = build_parser().parse_args()
     setup_logging()
     config = DataConfig(num_examples=args.num_examples, max_digits=args.max_digits, val_fraction=args.val_fraction,
-                        test_fraction=args.test_fraction, seed=args.seed)
+                        test_fraction=args.test_fraction, seed=args.seed, format=args.format)
     start = time.perf_counter()
     splits = generate_splits(config, log)
     write_splits(args.output_dir, splits, config)

@@ -8,6 +8,7 @@ import logging
 
 from src.checkpoint import load_model
 from src.cli import run_main
+from src.data import FORMATS
 from src.generation import complete
 from src.logging_setup import setup_logging
 from src.runtime import select_device
@@ -29,8 +30,10 @@ def main():
     args = build_parser().parse_args()
     setup_logging()
     device = select_device(args.device)
-    model, tokenizer, _, model_path = load_model(args.checkpoint, device, log)
-    print(f"Loaded {model_path}. Type a problem like 12+34= (empty line or Ctrl-D to quit).")
+    model, tokenizer, checkpoint, model_path = load_model(args.checkpoint, device, log)
+    data_format = checkpoint.get("data_format", "plain")
+    print(f"Loaded {model_path}, trained on the {data_format!r} format: {FORMATS[data_format]}. Type a problem in "
+          f"that format (empty line or Ctrl-D to quit).")
     while True:
         try:
             prompt = input("> ").strip().replace(" ", "")

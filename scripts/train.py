@@ -50,8 +50,9 @@ def build_parser():
                     help="checkpoint and output directory; if it holds a run, that run is resumed "
                          "(default: %(default)s)")
     io.add_argument("--num-workers", type=int, default=defaults.num_workers,
-                    help="data-loading worker processes, capped at the CPU count minus one so they never compete "
-                         "with training for cores (default: %(default)s)")
+                    help="accepted for the seed's interface, but no worker processes are started: a batch is an index "
+                         "slice of tensors already on the training device, which costs microseconds in-process, "
+                         "and workers would only add inter-process copies (see README, Speed) (default: %(default)s)")
 
     logging_group = parser.add_argument_group("logging and checkpointing")
     logging_group.add_argument("--save-steps", type=int, default=defaults.save_steps,
@@ -67,6 +68,12 @@ def build_parser():
     system.add_argument("--fp16", action="store_true",
                         help="mixed precision: fp16 autocast with GradScaler on CUDA; on CPU, bf16 autocast "
                              "(fp16 autocast is CUDA-only)")
+    system.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast (no GradScaler needed) on CUDA or on a CPU with avx512_bf16/AMX; "
+                             "fastest on such CPUs at batch 64 and up (see README, Speed)")
+    system.add_argument("--compile", action="store_true",
+                        help="torch.compile the model for training (evaluation and checkpoints use the uncompiled "
+                             "model); costs compile time at start, see README, Speed for when it pays")
     system.add_argument("--no-wandb", action="store_true", help="disable Weights & Biases logging")
     system.add_argument("--wandb-project", default=defaults.wandb_project,
                         help="W&B project name (default: %(default)s)")

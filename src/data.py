@@ -1,6 +1,7 @@
 """Arithmetic problems: generation of disjoint splits, the JSON files that hold them, and the tokenised dataset.
 
 A problem is stored as its full text, "a+b=c<end>"; the prompt is everything up to "=", the answer the rest.
+The data format (how numbers are written, FORMATS) is chosen at generation and recorded in every file.
 """
 
 import hashlib
@@ -20,6 +21,12 @@ from src.tokenizer import END_TOKEN, TokenizerError
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
 MAX_SUPPORTED_DIGITS = 18  # operands are sampled as int64
 SPLITS = ("train", "val", "test")
+FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
+    "plain": "12+7=19 (the seed's format)",
+    "reversed": "12+7=91 (answer digits least significant first, the order in which carries are computed)",
+    "padded": "12+07=019 (operands zero-padded to --max-digits, the answer to one digit more)",
+    "padded-reversed": "12+07=910 (padded and reversed, as minGPT's adder)",
+}
 
 
 @dataclass
@@ -29,6 +36,7 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 42
+    format: str = "plain"
 
     def __post_init__(self):
         if self.num_examples < 3:
@@ -38,13 +46,22 @@ class DataConfig:
                               f"got {self.val_fraction} and {self.test_fraction}")
         if not 1 <= self.max_digits <= MAX_SUPPORTED_DIGITS:
             raise ConfigError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {self.max_digits}")
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pure functions on single problems
 
-def format_problem(a, b):
-    return f"{a}+{b}={a + b}{END_TOKEN}"
+def format_problem(a, b, data_format="plain", width=None):
+    """The problem's text in `data_format`; padded formats write operands with `width` digits."""
+    if data_format.startswith("padded"):
+        a_text, b_text, answer = f"{a:0{width}d}", f"{b:0{width}d}", f"{a + b:0{width + 1}d}"
+    else:
+        a_text, b_text, answer = str(a), str(b), str(a + b)
+    if data_format.endswith("reversed"):
+        answer = answer[::-1]
+    return f"{a_text}+{b_text}={answer}{END_TOKEN}"
 
 
 def split_example(text):
@@ -56,8 +73,8 @@ def split_example(text):
 
 
 def operand_digits(prompt):
-    """'12+345=' -> (2, 3)."""
-    return tuple(len(operand) for operand in prompt.rstrip("=").split("+"))
+    """'12+345=' -> (2, 3): the digits of each operand's value, so '07' (padded) counts as 1."""
+    return tuple(len(operand.lstrip("0") or "0") for operand in prompt.rstrip("=").split("+"))
 
 
 def num_carries(a, b):
@@ -139,7 +156,8 @@ def generate_splits(config, log=None):
         operands_b.append(b)
     operands_a, operands_b = np.concatenate(operands_a), np.concatenate(operands_b)
     order = rng.permutation(num_examples)
-    examples = [format_problem(a, b) for a, b in zip(operands_a[order].tolist(), operands_b[order].tolist())]
+    examples = [format_problem(a, b, config.format, config.max_digits)
+                for a, b in zip(operands_a[order].tolist(), operands_b[order].tolist())]
 
     num_test = round(num_examples * config.test_fraction)
     num_val = round(num_examples * config.val_fraction)
@@ -184,11 +202,12 @@ def write_splits(data_dir, splits, config):
     os.makedirs(data_dir, exist_ok=True)
     for split, examples in splits.items():
         write_split(split_path(data_dir, split), examples,
-                    {"split": split, "format": "plain", "operations": ["+"], **asdict(config)})
+                    {"split": split, "operations": ["+"], **asdict(config)})
 
 
 def read_split(path):
-    """(examples, raw file text). Accepts {"metadata": ..., "examples": [...]} or a bare list of strings."""
+    """(examples, metadata, raw file text). Accepts {"metadata": ..., "examples": [...]} or a bare list of strings
+    (plain format)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -203,7 +222,11 @@ def read_split(path):
     examples = content.get("examples") if isinstance(content, dict) else content
     if not isinstance(examples, list) or not examples:
         raise DataError(f"{path}: expected a non-empty list of examples, or an object with one under \"examples\"")
-    return examples, text
+    metadata = content.get("metadata") if isinstance(content, dict) else None
+    metadata = metadata if isinstance(metadata, dict) else {}
+    if metadata.get("format", "plain") not in FORMATS:
+        raise DataError(f"{path}: unknown data format {metadata['format']!r} (known: {', '.join(FORMATS)})")
+    return examples, metadata, text
 
 
 def line_of_example(file_text, examples, index):
@@ -223,9 +246,10 @@ def line_of_example(file_text, examples, index):
 class ArithmeticDataset:
     """Pre-tokenised problems as padded tensors; `batch(indices)` slices inputs and answer-only targets."""
 
-    def __init__(self, examples, tokenizer, max_length, source="<memory>", file_text=None):
+    def __init__(self, examples, tokenizer, max_length, source="<memory>", file_text=None, data_format="plain"):
         self.source = source
         self.examples = examples
+        self.format = data_format
         self.prompts, self.answers = [], []
         encoded = []
         for index, text in enumerate(examples):
@@ -257,11 +281,17 @@ class ArithmeticDataset:
 
     @classmethod
     def from_file(cls, path, tokenizer, max_length):
-        examples, file_text = read_split(path)
-        return cls(examples, tokenizer, max_length, source=path, file_text=file_text)
+        examples, metadata, file_text = read_split(path)
+        return cls(examples, tokenizer, max_length, source=path, file_text=file_text,
+                   data_format=metadata.get("format", "plain"))
 
     def __len__(self):
         return len(self.examples)
+
+    def to(self, device):
+        """Moves the token tensors to `device`; lengths stay on the CPU, where batches are cut without a device sync."""
+        self.tokens, self.targets = self.tokens.to(device), self.targets.to(device)
+        return self
 
     def fingerprint(self):
         """Identifies the exact examples and their order, so a resumed run can tell that its data changed."""

@@ -1,19 +1,26 @@
-"""Greedy decoding: a plain loop outside the model, batched over prompts of equal length."""
+"""Greedy decoding: a plain loop outside the model, batched over prompts of equal length, with a KV cache."""
 
 import torch
 
+from src.model import KVCache
+
 
 @torch.no_grad()
-def greedy_generate(model, prompt_ids, max_new_tokens, end_id):
+def greedy_generate(model, prompt_ids, max_new_tokens, end_id, use_cache=True):
     """prompt_ids: [batch, length], all prompts the same length. Returns one list of new token ids per prompt,
-    without the end token; decoding stops once every sequence has produced `end_id` or the budget is spent."""
+    without the end token; decoding stops once every sequence has produced `end_id` or the budget is spent.
+
+    With the cache, each step feeds only the newest token; without it (the reference the cache is tested against),
+    each step recomputes the whole sequence."""
+    cache = KVCache(model.config, prompt_ids.shape[0], prompt_ids.device) if use_cache else None
     sequences = prompt_ids
+    new_input = prompt_ids
     finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
     for _ in range(max_new_tokens):
-        logits, _ = model(sequences)
-        next_ids = logits[:, -1].argmax(dim=-1)
-        next_ids = torch.where(finished, end_id, next_ids)
+        logits, _ = model(new_input if use_cache else sequences, cache=cache)
+        next_ids = torch.where(finished, end_id, logits[:, -1].argmax(dim=-1))
         sequences = torch.cat([sequences, next_ids[:, None]], dim=1)
+        new_input = next_ids[:, None]
         finished |= next_ids == end_id
         if finished.all():
             break

@@ -1,11 +1,14 @@
-"""Decoder-only transformer (GPT-style, pre-LayerNorm) and its configuration, including the named model sizes."""
+"""Decoder-only transformer (GPT-style, pre-LayerNorm) and its configuration, including the named model sizes,
+and the KV cache that incremental decoding writes into."""
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from src.data import IGNORE_INDEX
 
@@ -30,27 +33,67 @@ MODEL_SIZES = {
 }
 
 
+class KVCache:
+    """Keys and values of every layer for one batch being decoded: fixed-size buffers, filled from position 0.
+
+    The prompt is written in one call (causal attention within it), then one token per call."""
+
+    def __init__(self, config, batch_size, device):
+        self.shape = (config.num_layers, batch_size, config.num_heads, config.max_length,
+                      config.hidden_size // config.num_heads)
+        self.device = device
+        self.keys = self.values = None  # allocated on first use, in the dtype the model computes in
+        self.length = 0  # positions filled so far
+
+    def update(self, layer, keys, values):
+        """Stores this layer's keys/values for the new positions; returns those of all positions so far."""
+        if self.keys is None:
+            self.keys = torch.zeros(self.shape, dtype=keys.dtype, device=self.device)
+            self.values = torch.zeros(self.shape, dtype=values.dtype, device=self.device)
+        end = self.length + keys.shape[2]
+        self.keys[layer, :, :, self.length:end] = keys
+        self.values[layer, :, :, self.length:end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+
+def attention_kernels(query):
+    """Under bf16/fp16 on CPU, the math path (plain matmuls + softmax): the CPU flash kernel's backward is ~30x
+    slower there at these short lengths (README, Speed). Otherwise PyTorch's own choice (flash on CPU in fp32)."""
+    if query.device.type == "cpu" and query.dtype != torch.float32:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layer_index):
         super().__init__()
         self.num_heads = config.num_heads
+        self.layer_index = layer_index
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.dropout
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).split(hidden, dim=2)
         q, k, v = (t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        # Causal within the new positions; a single new token attends to everything cached before it.
+        is_causal = length > 1
+        if cache is not None:
+            if cache.length and length > 1:
+                raise ValueError("a KV cache takes the prompt in one call and then one token per call")
+            k, v = cache.update(self.layer_index, k, v)
+        with attention_kernels(q):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal,
+                                               dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(batch, length, hidden))
 
 
 class Block(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layer_index):
         super().__init__()
         self.ln_attention = nn.LayerNorm(config.hidden_size)
-        self.attention = CausalSelfAttention(config)
+        self.attention = CausalSelfAttention(config, layer_index)
         self.ln_mlp = nn.LayerNorm(config.hidden_size)
         self.mlp = nn.Sequential(
             nn.Linear(config.hidden_size, config.ffn_size),
@@ -59,8 +102,8 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
-        x = x + self.dropout(self.attention(self.ln_attention(x)))
+    def forward(self, x, cache=None):
+        x = x + self.dropout(self.attention(self.ln_attention(x), cache))
         return x + self.dropout(self.mlp(self.ln_mlp(x)))
 
 
@@ -73,7 +116,7 @@ class Transformer(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embedding = nn.Embedding(config.max_length, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(Block(config, index) for index in range(config.num_layers))
         self.ln_final = nn.LayerNorm(config.hidden_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2
@@ -93,16 +136,20 @@ class Transformer(nn.Module):
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, targets=None):
-        """idx: [batch, length] token ids. Returns (logits [batch, length, vocab], mean loss over non-ignored targets)."""
-        length = idx.shape[1]
-        if length > self.config.max_length:
-            raise ValueError(f"sequence of {length} tokens exceeds the model's max_length {self.config.max_length} "
+    def forward(self, idx, targets=None, cache=None):
+        """idx: [batch, length] token ids, continuing what `cache` holds if one is given.
+        Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None)."""
+        start = cache.length if cache is not None else 0
+        end = start + idx.shape[1]
+        if end > self.config.max_length:
+            raise ValueError(f"sequence of {end} tokens exceeds the model's max_length {self.config.max_length} "
                              f"(set --max-length when training)")
-        positions = torch.arange(length, device=idx.device)
+        positions = torch.arange(start, end, device=idx.device)
         x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, cache)
+        if cache is not None:
+            cache.length = end
         logits = self.lm_head(self.ln_final(x))
         if targets is None:
             return logits, None

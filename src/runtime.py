@@ -1,11 +1,14 @@
 """Device and numeric precision: decided once per run, with the reason logged."""
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from src.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,14 +26,32 @@ def select_device(name="auto"):
     return torch.device(name)
 
 
-def select_precision(mixed_precision, device):
-    """--fp16: fp16 autocast + GradScaler on CUDA; on CPU, where fp16 autocast is slow or missing, bf16 autocast."""
-    if not mixed_precision:
+def cpu_has_native_bf16():
+    """avx512_bf16 or AMX: without them bf16 matrix products are emulated and slower than fp32."""
+    return any(getattr(torch.cpu, check, lambda: False)()
+               for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def select_precision(device, fp16=False, bf16=False):
+    """--fp16: fp16 autocast + GradScaler on CUDA; on CPU, where fp16 autocast is not the fast path, bf16 autocast.
+    --bf16: bf16 autocast on either, no scaler. Master weights and optimizer state stay fp32 in every case."""
+    if fp16 and bf16:
+        raise ConfigError("--fp16 and --bf16 exclude each other: choose one")
+    if not (fp16 or bf16):
         return Precision(None, False, "fp32")
-    if device.type == "cuda":
+    if device.type == "cuda" and fp16:
         return Precision(torch.float16, True, "fp16 autocast with GradScaler (CUDA)")
-    return Precision(torch.bfloat16, False, "bf16 autocast (--fp16 asked for, but fp16 autocast is CUDA-only; "
-                                             "bf16 is the CPU's mixed precision and needs no GradScaler)")
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError("--bf16: this GPU has no bf16 support; use --fp16")
+        return Precision(torch.bfloat16, False, "bf16 autocast (CUDA)")
+    if not cpu_has_native_bf16():
+        log.warning("this CPU has no native bf16 instructions (avx512_bf16 or AMX): bf16 autocast will likely be "
+                    "slower than fp32 here")
+    if fp16:
+        return Precision(torch.bfloat16, False, "bf16 autocast (--fp16 asked for, but fp16 autocast is CUDA-only; "
+                                                 "bf16 is the CPU's mixed precision and needs no GradScaler)")
+    return Precision(torch.bfloat16, False, "bf16 autocast (CPU)")
 
 
 def autocast(device, precision):

@@ -52,6 +52,8 @@ class TrainConfig:
     logging_steps: int = 100
     keep_checkpoints: int = 3
     fp16: bool = False
+    bf16: bool = False
+    compile: bool = False
     no_wandb: bool = False
     wandb_project: str = "math-llm"
     device: str = "auto"
@@ -69,16 +71,19 @@ class TrainConfig:
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
                             "--warmup-steps not negative")
+        if self.fp16 and self.bf16:
+            problems.append("--fp16 and --bf16 exclude each other: choose one")
         if problems:
             raise ConfigError("; ".join(problems))
 
 
 # Settings that may differ when a run is resumed: they change how it is watched, not what it computes.
 RESUMABLE_OVERRIDES = {"output_dir", "num_workers", "save_steps", "eval_steps", "logging_steps", "keep_checkpoints",
-                       "no_wandb", "wandb_project", "device", "eval_batch_size"}
+                       "no_wandb", "wandb_project", "device", "eval_batch_size", "compile"}
 TRAINING_CONFIG_FILE = "training_config.json"
 FINAL_MODEL_FILE = "pytorch_model.bin"
 TEST_RESULTS_FILE = "test_results.json"
+TRAINER_STATE_FILE = "trainer_state.json"
 
 
 def learning_rate_at(step, config, total_steps):
@@ -97,31 +102,30 @@ def epoch_order(num_examples, seed, epoch):
     return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-class EpochBatches(torch.utils.data.Dataset):
-    """Batch i of an epoch: a slice of the epoch's order, cut from the pre-tokenised tensors."""
-
-    def __init__(self, dataset, order, batch_size):
-        self.dataset, self.order, self.batch_size = dataset, order, batch_size
-
-    def __len__(self):
-        return math.ceil(len(self.order) / self.batch_size)
-
-    def __getitem__(self, index):
-        return self.dataset.batch(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+def epoch_batches(dataset, order, batch_size, first_batch=0):
+    """The epoch's batches from `first_batch` on. A batch is an index into tensors already on the training device,
+    so it costs microseconds in this process: worker processes would only add copies between processes."""
+    for start in range(first_batch * batch_size, len(order), batch_size):
+        yield dataset.batch(order[start:start + batch_size])
 
 
-def ignore_sigint(_worker_id):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+class TrainingClock:
+    """Seconds spent in training steps: paused around evaluation and checkpointing, synchronised on CUDA."""
 
+    def __init__(self, device, seconds=0.0):
+        self.device, self.seconds = device, seconds
+        self.started = time.perf_counter()
 
-def epoch_loader(dataset, config, epoch, first_batch, num_workers, pin_memory):
-    batches = EpochBatches(dataset, epoch_order(len(dataset), config.seed, epoch), config.batch_size)
-    # Its own generator: a loader seeds its workers from the global RNG otherwise, and a resumed run would then
-    # draw different dropout masks than an uninterrupted one.
-    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(first_batch, len(batches)),
-                                       num_workers=num_workers, pin_memory=pin_memory,
-                                       worker_init_fn=ignore_sigint if num_workers else None,
-                                       generator=torch.Generator().manual_seed(config.seed + epoch))
+    def read(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.seconds += now - self.started
+        self.started = now
+        return self.seconds
+
+    def restart(self):
+        self.started = time.perf_counter()
 
 
 class StopRequest:
@@ -185,12 +189,29 @@ def build_optimizer(model, config, device):
         {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+    # Fused: one kernel over all parameters instead of a dozen small ops per tensor (CPU and CUDA alike).
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=True)
 
 
-def data_loading_workers(requested):
-    """Workers beyond the spare cores only compete with the training process for CPU."""
-    return max(0, min(requested, (os.cpu_count() or 1) - 1))
+def compile_for_training(model):
+    """torch.compile with static shapes: each distinct batch shape compiles once (dynamic shapes measured slower
+    on CPU, README Speed). The returned module shares the model's parameters."""
+    return torch.compile(model, dynamic=False)
+
+
+def train_step(model, optimizer, scaler, inputs, targets, learning_rate, config, device, precision):
+    """One optimizer step; returns the loss and the gradient norm before clipping, as device tensors (no sync)."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    with autocast(device, precision):
+        _, loss = model(inputs, targets)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), grad_norm
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,17 +228,29 @@ def save_best_model(model, state, metrics, config):
     path = os.path.join(config.output_dir, ckpt.BEST_MODEL)
     ckpt.save_atomic({"model": model.state_dict(), "model_config": state["model_config"],
                       "train_config": state["train_config"], "vocab": state["vocab"], "step": state["step"],
+                      "data_format": state["data_format"],
                       "val_metrics": {k: v for k, v in metrics.items() if k != "mistakes"}}, path)
     log.info(f"new best val exact match {metrics['exact_match']:.4f}: saved {path}")
 
 
 def run_evaluation(model, dataset, tokenizer, config, device, precision, split):
+    start = time.perf_counter()
     metrics = evaluate(model, dataset, tokenizer, config.eval_batch_size, device, precision)
+    metrics["seconds"] = time.perf_counter() - start
     log.info(f"{split}: exact match {metrics['exact_match']:.4f} | token accuracy {metrics['token_accuracy']:.4f} "
-             f"| loss {metrics['loss']:.4f} ({metrics['num_examples']} problems)")
+             f"| loss {metrics['loss']:.4f} ({metrics['num_examples']} problems in {metrics['seconds']:.2f} s)")
     for mistake in metrics["mistakes"][:3]:
         log.info(f"  {split} mistake: {mistake['prompt']}{mistake['predicted']} (expected {mistake['expected']})")
     return metrics
+
+
+def write_trainer_state(state, config, total_steps):
+    """trainer_state.json (as in HF's Trainer): where the run is, and every logged metric so far, with the seconds
+    of training steps behind it (e.g. the time to reach an accuracy)."""
+    write_json(os.path.join(config.output_dir, TRAINER_STATE_FILE),
+               {"step": state["step"], "total_steps": total_steps, "best_val_exact_match": state["best_exact_match"],
+                "training_seconds": state["training_seconds"], "evaluation_seconds": state["evaluation_seconds"],
+                "log_history": state["log_history"]})
 
 
 def check_finite(value, step):
@@ -247,13 +280,19 @@ def train(config, explicit_flags=frozenset()):
             config = resolve_config(config, explicit_flags, json.load(f)["train_config"], config_path)
 
     device = select_device(config.device)
-    precision = select_precision(config.fp16, device)
+    precision = select_precision(device, config.fp16, config.bf16)
 
-    # Data
+    # Data: tokenised once, kept on the training device
     ensure_dataset(config.data_dir, config.seed)
     tokenizer = Tokenizer(checkpoint["vocab"] if checkpoint else None)
-    datasets = {split: ArithmeticDataset.from_file(split_path(config.data_dir, split), tokenizer, config.max_length)
+    datasets = {split: ArithmeticDataset.from_file(split_path(config.data_dir, split), tokenizer,
+                                                   config.max_length).to(device)
                 for split in SPLITS}
+    data_format = datasets["train"].format
+    for split in ("val", "test"):
+        if datasets[split].format != data_format:
+            raise DataError(f"{split_path(config.data_dir, split)}: format {datasets[split].format!r} differs from "
+                            f"the training split's {data_format!r}; regenerate the splits together")
     steps_per_epoch = math.ceil(len(datasets["train"]) / config.batch_size)
     total_steps = steps_per_epoch * config.num_epochs
 
@@ -266,8 +305,10 @@ def train(config, explicit_flags=frozenset()):
     optimizer = build_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
     state = {"step": 0, "best_exact_match": -1.0, "train_config": asdict(config), "model_config": asdict(model_config),
-             "vocab": tokenizer.vocab, "train_data_fingerprint": datasets["train"].fingerprint(),
-             "precision": precision.description}
+             "vocab": tokenizer.vocab, "data_format": data_format,
+             "train_data_fingerprint": datasets["train"].fingerprint(),
+             "precision": precision.description, "training_seconds": 0.0, "evaluation_seconds": 0.0,
+             "log_history": []}
     if checkpoint:
         if checkpoint["model_config"] != state["model_config"]:
             raise ConfigError(f"{checkpoint_source}: model config {checkpoint['model_config']} does not match "
@@ -283,10 +324,12 @@ def train(config, explicit_flags=frozenset()):
         if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
             scaler.load_state_dict(checkpoint["scaler"])
         ckpt.restore_rng_state(checkpoint["rng"])
-        state.update(step=checkpoint["step"], best_exact_match=checkpoint["best_exact_match"])
+        state.update({key: checkpoint[key] for key in ("step", "best_exact_match", "training_seconds",
+                                                       "evaluation_seconds", "log_history") if key in checkpoint})
         log.info(f"resuming {checkpoint_source} at step {state['step']}/{total_steps}")
     write_json(config_path, {"train_config": asdict(config), "model_config": asdict(model_config),
                              "num_parameters": model.num_parameters(), "vocab": tokenizer.vocab,
+                             "data_format": data_format,
                              "train_examples": len(datasets["train"]), "steps_per_epoch": steps_per_epoch,
                              "total_steps": total_steps})
 
@@ -297,11 +340,13 @@ def train(config, explicit_flags=frozenset()):
         with open(test_results_path) as f:
             return json.load(f)
 
-    num_workers = data_loading_workers(config.num_workers)
+    # The compiled model trains; the raw one (same parameters) is evaluated and saved, as nanoGPT/nanochat do.
+    step_model = compile_for_training(model) if config.compile else model
     log.info(f"model {config.model_size}: {model.num_parameters():,} parameters | {config.num_epochs} epochs x "
              f"{steps_per_epoch} steps of batch {config.batch_size} = {total_steps} steps | device {device} | "
-             f"precision {precision.description} | data-loading workers {num_workers} "
-             f"(--num-workers {config.num_workers}, {os.cpu_count()} CPUs)")
+             f"precision {precision.description}{' | torch.compile' if config.compile else ''}")
+    log.info(f"data loading: batches are index slices of tensors already on {device}, taken in this process; "
+             f"no worker processes are started (--num-workers {config.num_workers} has nothing to do here)")
     tracker = start_tracking(not config.no_wandb, config.wandb_project, config.output_dir,
                              {**asdict(config), "num_parameters": model.num_parameters()})
 
@@ -310,74 +355,71 @@ def train(config, explicit_flags=frozenset()):
     step = state["step"]
     loss_sum = torch.zeros((), device=device)
     grad_norm_sum = torch.zeros((), device=device)
+    clock = TrainingClock(device, state["training_seconds"])
     interval_steps = interval_tokens = 0
-    interval_start = time.perf_counter()
+    interval_start = clock.seconds
     with StopRequest() as stop, logging_redirect_tqdm(), \
             tqdm(total=total_steps, initial=step, desc="training", unit="step", dynamic_ncols=True,
                  disable=None) as progress:  # None: a bar on a terminal, none in log files
         for epoch in range(step // steps_per_epoch, config.num_epochs):
-            loader = epoch_loader(datasets["train"], config, epoch, step % steps_per_epoch, num_workers,
-                                  pin_memory=device.type == "cuda")
-            for inputs, targets in loader:
-                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            order = epoch_order(len(datasets["train"]), config.seed, epoch)
+            for inputs, targets in epoch_batches(datasets["train"], order, config.batch_size, step % steps_per_epoch):
                 learning_rate = learning_rate_at(step, config, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate
-                with autocast(device, precision):
-                    _, loss = model(inputs, targets)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-
+                loss, grad_norm = train_step(step_model, optimizer, scaler, inputs, targets, learning_rate, config,
+                                             device, precision)
                 step += 1
                 state["step"] = step
                 progress.update()
-                loss_sum += loss.detach()
+                loss_sum += loss
                 grad_norm_sum += grad_norm
                 interval_steps += 1
                 interval_tokens += inputs.numel()
 
                 if step % config.logging_steps == 0 or step == total_steps:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - interval_start
+                    seconds = clock.read()
                     metrics = {"train/loss": check_finite(loss_sum.item(), step) / interval_steps,
                                "train/learning_rate": learning_rate,
                                "train/grad_norm": grad_norm_sum.item() / interval_steps,
-                               "train/tokens_per_second": interval_tokens / elapsed,
-                               "train/epoch": step / steps_per_epoch}
+                               "train/tokens_per_second": interval_tokens / (seconds - interval_start),
+                               "train/epoch": step / steps_per_epoch,
+                               "train/training_seconds": seconds}
                     log.info(f"step {step}/{total_steps} | epoch {metrics['train/epoch']:.2f} | "
                              f"loss {metrics['train/loss']:.4f} | lr {learning_rate:.2e} | "
                              f"grad norm {metrics['train/grad_norm']:.3f} | "
                              f"{metrics['train/tokens_per_second']:,.0f} tokens/s | "
-                             f"ETA {format_duration((total_steps - step) * elapsed / interval_steps)}")
+                             f"ETA {format_duration((total_steps - step) * (seconds - interval_start) / interval_steps)}")
                     progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                     tracker.log(metrics, step=step)
+                    state["log_history"].append({"step": step, **metrics})
                     loss_sum.zero_()
                     grad_norm_sum.zero_()
                     interval_steps = interval_tokens = 0
-                    interval_start = time.perf_counter()
+                    interval_start = seconds
 
                 evaluating = step % config.eval_steps == 0 or step == total_steps
                 saving = step % config.save_steps == 0 or step == total_steps or stop.requested
-                if (evaluating or saving) and interval_steps:
-                    check_finite(loss_sum.item(), step)  # a diverged model is neither evaluated nor saved
+                if evaluating or saving:
+                    state["training_seconds"] = clock.read()  # evaluation and saving are not training time
+                    if interval_steps:
+                        check_finite(loss_sum.item(), step)  # a diverged model is neither evaluated nor saved
                 if evaluating:
                     metrics = run_evaluation(model, datasets["val"], tokenizer, config, device, precision, "val")
                     check_finite(metrics["loss"], step)  # the last update can break weights after a finite loss
-                    tracker.log({f"val/{k}": metrics[k] for k in ("loss", "token_accuracy", "exact_match")}, step=step)
+                    state["evaluation_seconds"] += metrics["seconds"]
+                    val_metrics = {f"val/{k}": metrics[k] for k in ("loss", "token_accuracy", "exact_match", "seconds")}
+                    tracker.log(val_metrics, step=step)
+                    state["log_history"].append({"step": step, "train/training_seconds": state["training_seconds"],
+                                                 **val_metrics})
                     if metrics["exact_match"] > state["best_exact_match"]:
                         state["best_exact_match"] = metrics["exact_match"]
                         save_best_model(model, state, metrics, config)
-                    interval_start = time.perf_counter()  # evaluation time is not training throughput
-
                 if saving:
                     save_training_checkpoint({**state, "model": model.state_dict(),
                                               "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
                                              config)
+                if evaluating or saving:
+                    write_trainer_state(state, config, total_steps)
+                    clock.restart()
                 if stop.requested:
                     log.warning(f"stopped at step {step}/{total_steps}; run the same command to resume")
                     tracker.finish()
@@ -392,5 +434,6 @@ def train(config, explicit_flags=frozenset()):
     write_json(test_results_path, test_metrics)
     tracker.set_summary({f"test/{k}": test_metrics[k] for k in ("loss", "token_accuracy", "exact_match")})
     tracker.finish()
-    log.info(f"done: test exact match {test_metrics['exact_match']:.4f}; results in {test_results_path}")
+    log.info(f"done: test exact match {test_metrics['exact_match']:.4f} after {state['training_seconds']:.1f} s of "
+             f"training steps and {state['evaluation_seconds']:.1f} s of evaluation; results in {test_results_path}")
     return test_metrics

@@ -4,7 +4,7 @@ import logging
 import pytest
 import torch
 
-from src.data import (IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, format_problem, generate_splits,
+from src.data import (FORMATS, IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, format_problem, generate_splits,
                       num_carries, operand_digits, read_split, split_example, write_splits)
 from src.errors import DataError
 from src.tokenizer import Tokenizer
@@ -118,4 +118,41 @@ def test_data_file_that_is_not_text_is_a_clear_error(tmp_path):
     path = tmp_path / "test.json"
     path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(DataError, match="test.json: cannot read it as UTF-8 text"):
+        read_split(str(path))
+
+
+@pytest.mark.parametrize("data_format, expected", [
+    ("plain", "12+7=19<end>"), ("reversed", "12+7=91<end>"),
+    ("padded", "12+07=019<end>"), ("padded-reversed", "12+07=910<end>"),
+])
+def test_each_format_writes_the_true_sum(data_format, expected):
+    assert format_problem(12, 7, data_format, width=2) == expected
+
+
+@pytest.mark.parametrize("data_format", list(FORMATS))
+def test_every_format_holds_the_true_sum_and_counts_operand_digits_by_value(data_format):
+    examples = generate_splits(DataConfig(num_examples=500, max_digits=3, format=data_format))["train"]
+    for text in examples:
+        prompt, answer = split_example(text)
+        a, b = (int(operand) for operand in prompt.rstrip("=").split("+"))
+        written = answer[::-1] if data_format.endswith("reversed") else answer
+        assert int(written) == a + b
+        assert operand_digits(prompt) == (len(str(a)), len(str(b)))
+        if data_format.startswith("padded"):
+            assert len(prompt) == 3 + 3 + 2 and len(answer) == 4
+
+
+def test_format_is_recorded_in_the_files_and_read_back(tmp_path):
+    config = DataConfig(num_examples=50, format="padded-reversed")
+    write_splits(str(tmp_path), generate_splits(config), config)
+    dataset = ArithmeticDataset.from_file(str(tmp_path / "val.json"), Tokenizer(), max_length=32)
+    assert dataset.format == "padded-reversed"
+    _, metadata, _ = read_split(str(tmp_path / "train.json"))
+    assert metadata["format"] == "padded-reversed"
+
+
+def test_unknown_format_in_a_data_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "test.json"
+    path.write_text('{"metadata": {"format": "roman"}, "examples": ["1+1=2<end>"]}')
+    with pytest.raises(DataError, match="test.json: unknown data format 'roman'"):
         read_split(str(path))

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from src.data import ArithmeticDataset
-from src.model import MODEL_SIZES, Transformer, build_model_config
+from src.model import MODEL_SIZES, KVCache, Transformer, build_model_config
 from src.tokenizer import Tokenizer
 
 
@@ -52,3 +52,24 @@ def test_loss_counts_only_answer_tokens():
     expected = torch.stack([F.cross_entropy(logits[i, j], dataset.tokens[i, j + 1])
                             for i, j in answer_positions]).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
+    torch.manual_seed(0)
+    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=16)).eval()
+    tokens = torch.randint(0, 13, (3, 10))
+    cache = KVCache(model.config, batch_size=3, device=torch.device("cpu"))
+    with torch.no_grad():
+        full, _ = model(tokens)
+        pieces = [model(tokens[:, :6], cache=cache)[0]] + [model(tokens[:, i:i + 1], cache=cache)[0]
+                                                          for i in range(6, 10)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+    assert cache.length == 10
+
+
+def test_kv_cache_refuses_several_tokens_after_the_prompt():
+    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=16)).eval()
+    cache = KVCache(model.config, batch_size=1, device=torch.device("cpu"))
+    model(torch.zeros(1, 4, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="one token per call"):
+        model(torch.zeros(1, 2, dtype=torch.long), cache=cache)

@@ -6,20 +6,46 @@ from src.runtime import select_device, select_precision
 from tests.conftest import run_script, train_args
 
 
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+
+
 def test_fp32_unless_mixed_precision_is_asked_for():
-    precision = select_precision(False, torch.device("cuda"))
-    assert precision.autocast_dtype is None and not precision.use_grad_scaler
+    for device in (CUDA, CPU):
+        precision = select_precision(device)
+        assert precision.autocast_dtype is None and not precision.use_grad_scaler
 
 
 def test_fp16_on_cuda_uses_autocast_fp16_with_grad_scaler():
-    precision = select_precision(True, torch.device("cuda"))
+    precision = select_precision(CUDA, fp16=True)
     assert precision.autocast_dtype == torch.float16 and precision.use_grad_scaler
 
 
+def test_bf16_on_cuda_needs_no_grad_scaler(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    precision = select_precision(CUDA, bf16=True)
+    assert precision.autocast_dtype == torch.bfloat16 and not precision.use_grad_scaler
+
+
+def test_bf16_on_a_gpu_without_it_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with pytest.raises(ConfigError, match="no bf16 support; use --fp16"):
+        select_precision(CUDA, bf16=True)
+
+
 def test_fp16_on_cpu_becomes_bf16_without_scaler_and_says_so():
-    precision = select_precision(True, torch.device("cpu"))
+    precision = select_precision(CPU, fp16=True)
     assert precision.autocast_dtype == torch.bfloat16 and not precision.use_grad_scaler
     assert "bf16" in precision.description and "CUDA-only" in precision.description
+
+
+def test_bf16_on_cpu_is_autocast_without_scaler():
+    precision = select_precision(CPU, bf16=True)
+    assert precision.autocast_dtype == torch.bfloat16 and not precision.use_grad_scaler
+
+
+def test_fp16_and_bf16_together_are_refused():
+    with pytest.raises(ConfigError, match="exclude each other"):
+        select_precision(CPU, fp16=True, bf16=True)
 
 
 def test_device_selection():

@@ -51,6 +51,33 @@ def test_evaluate_reports_the_same_test_metrics_as_training(tmp_path, data_dir, 
     assert "exact match" in result.stderr
 
 
+def test_evaluate_refuses_data_in_another_format_than_the_model_learned(tmp_path, reference_run):
+    run_script("generate_data.py", "--num-examples", 100, "--format", "padded-reversed", "--output-dir",
+               tmp_path / "padded", home=tmp_path)
+    result = run_script("evaluate.py", "--checkpoint", reference_run, "--data-dir", tmp_path / "padded",
+                        home=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "test.json: its problems are in the 'padded-reversed' format" in result.stderr
+    assert "trained on 'plain'" in result.stderr
+
+
+def test_training_records_time_and_metrics_in_trainer_state(reference_run):
+    state = json.loads((reference_run / "trainer_state.json").read_text())
+    assert state["step"] == state["total_steps"] == 400
+    evaluations = [entry for entry in state["log_history"] if "val/exact_match" in entry]
+    assert [entry["step"] for entry in evaluations] == [100, 200, 300, 400]
+    seconds = [entry["train/training_seconds"] for entry in evaluations]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] < seconds[3] == pytest.approx(state["training_seconds"])
+    assert state["evaluation_seconds"] == pytest.approx(sum(entry["val/seconds"] for entry in evaluations))
+
+
+def test_bf16_flag_trains_with_bf16_autocast(data_dir, tmp_path):
+    result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--bf16", "--num-epochs", 1,
+                                                "--device", "cpu"), home=tmp_path)
+    assert "precision bf16 autocast (CPU)" in result.stderr
+    assert json.loads((tmp_path / "run" / "test_results.json").read_text())["num_examples"] == 200
+
+
 def test_evaluate_reports_a_missing_checkpoint_in_one_line(tmp_path):
     result = run_script("evaluate.py", "--checkpoint", tmp_path / "missing.pt", home=tmp_path, check=False)
     assert result.returncode == 1

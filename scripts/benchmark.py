@@ -1,0 +1,177 @@
+"""Measure training and evaluation speed on this machine, side by side in one process; print tables, write JSON.
+
+    python scripts/benchmark.py               # CPU: sizes x fp32/bf16 x batch 32/128, eval, data, time to 99%
+    python scripts/benchmark.py --compile     # also torch.compile rows
+    python scripts/benchmark.py --parts training --sizes small --batch-sizes 32,256
+
+MFU counts 6 x parameters x tokens per training step against the matrix-product peak measured in the same run.
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+
+import torch
+
+from src import benchmarking as bench
+from src.checkpoint import load_model
+from src.cli import run_main
+from src.data import SPLITS, ArithmeticDataset, DataConfig, generate_splits, write_splits
+from src.errors import ConfigError
+from src.files import write_json
+from src.logging_setup import setup_logging
+from src.model import MODEL_SIZES
+from src.runtime import select_device
+from src.tokenizer import Tokenizer
+from src.trainer import TrainConfig
+
+log = logging.getLogger("benchmark")
+PARTS = ("training", "data", "time-to-accuracy", "evaluation")
+# The fastest configuration found for 2-digit addition on the 2-core CPU (README, Speed): the time-to-99% row.
+FASTEST_CONFIG = dict(model_size="small", bf16=True, batch_size=64, learning_rate=2e-3, warmup_steps=50,
+                      num_epochs=4, eval_steps=25, eval_batch_size=1000)
+DEFAULTS = {  # per device type: what fits a 2-core CPU in minutes, and what loads an H100
+    "cpu": dict(precisions="fp32,bf16", batch_sizes="32,128", matmul_size=2048),
+    "cuda": dict(precisions="fp32,fp16,bf16", batch_sizes="256,1024,4096", matmul_size=8192),
+}
+
+
+def comma_list(text):
+    return [item for item in text.split(",") if item]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto picks CUDA when present (default: %(default)s)")
+    parser.add_argument("--parts", default=",".join(PARTS), help="what to measure (default: %(default)s)")
+    parser.add_argument("--sizes", default=",".join(MODEL_SIZES), help="model sizes (default: %(default)s)")
+    parser.add_argument("--precisions", help="fp32, bf16, fp16 (CUDA) (default: fp32,bf16 on CPU, all on CUDA)")
+    parser.add_argument("--batch-sizes", help="training batch sizes (default: 32,128 on CPU; 256,1024,4096 on CUDA)")
+    parser.add_argument("--compile", action="store_true", help="also measure each row with torch.compile")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per row and round (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over all rows, interleaved so that noise hits all alike (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
+    parser.add_argument("--matmul-size", type=int,
+                        help="side of the square matrices of the peak measurement (default: 2048 CPU, 8192 CUDA)")
+    parser.add_argument("--eval-batch-size", type=int, default=256,
+                        help="batch of the KV-cached decoder (default: %(default)s)")
+    parser.add_argument("--generation-examples", type=int, default=1_000_000,
+                        help="problems to generate in the data part (default: %(default)s)")
+    parser.add_argument("--output-file", help="JSON results (default: logs/benchmark-<device>.json)")
+    return parser
+
+
+def machine_description(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
+    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+
+
+def measure_training(args, device, dataset, vocab_size, peaks):
+    """Every row is built and warmed up (its peak memory measured then), then all rows are timed in interleaved
+    rounds; each row reports the median over its steps of all rounds."""
+    rows = []
+    for model_size in comma_list(args.sizes):
+        for precision in comma_list(args.precisions):
+            for batch_size in map(int, comma_list(args.batch_sizes)):
+                for compile in ((False, True) if args.compile else (False,)):
+                    with bench.PeakMemory(device) as memory:
+                        row = bench.TrainingRow(model_size, precision, batch_size, dataset, vocab_size, device,
+                                                compile)
+                        row.run(args.warmup, timed=False)
+                    row.peak_memory_mb = memory.megabytes
+                    rows.append(row)
+    for round_index in range(args.rounds):
+        log.info(f"training rows: timing round {round_index + 1}/{args.rounds}")
+        for row in rows:
+            row.run(args.steps)
+    results = []
+    for row in rows:
+        result = {**row.result(peaks[row.precision]), "peak_memory_mb": row.peak_memory_mb}
+        results.append(result)
+        log.info(f"{row.model_size:>6} {row.precision} batch {row.batch_size:>5}{' compiled' if row.compile else ''}: "
+                 f"{result['step_ms']:8.1f} ms/step {result['tokens_per_second']:>10,.0f} tokens/s "
+                 f"MFU {result['mfu']:6.1%} | data loading {result['data_loading_share']:.2%} of the step | "
+                 f"peak memory {result['peak_memory_mb']:,.0f} MB | first step {result['first_step_seconds']:.1f} s")
+    return results
+
+
+def measure_evaluation(args, device, run_dir, splits):
+    """The model trained for the time-to-accuracy row, on all problems of the default dataset."""
+    model, tokenizer, _, _ = load_model(run_dir, device, log)
+    dataset = ArithmeticDataset([text for split in SPLITS for text in splits[split]], tokenizer,
+                                model.config.max_length).to(device)
+    result = bench.generation_speed(model, dataset, tokenizer, device, args.eval_batch_size)
+    log.info(f"evaluation of {result['num_problems']:,} problems: KV-cached batch {args.eval_batch_size} "
+             f"{result['cached_problems_per_second']:,.0f} problems/s, naive (one at a time, full recompute) "
+             f"{result['naive_problems_per_second']:,.0f} problems/s: {result['speedup']:.1f}x; identical answers: "
+             f"{result['identical']}; exact match {result['exact_match']:.4f}")
+    return result
+
+
+def main():
+    args = build_parser().parse_args()
+    setup_logging()
+    device = select_device(args.device)
+    for key, value in DEFAULTS[device.type].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    parts = comma_list(args.parts)
+    if unknown := set(parts) - set(PARTS):
+        raise ConfigError(f"--parts: unknown {', '.join(sorted(unknown))} (choose from {', '.join(PARTS)})")
+    if "evaluation" in parts and "time-to-accuracy" not in parts:
+        raise ConfigError("--parts evaluation needs time-to-accuracy, which trains the model it evaluates")
+    output_file = args.output_file or os.path.join("logs", f"benchmark-{device.type}.json")
+    results = {"machine": machine_description(device), "torch": torch.__version__, "device": device.type,
+               "arguments": vars(args)}
+    log.info(f"benchmark on {results['machine']} (torch {torch.__version__})")
+
+    data_config = DataConfig()  # the default task: 2-digit addition, all 10,000 problems
+    splits = generate_splits(data_config)
+    tokenizer = Tokenizer()
+    datasets = {split: ArithmeticDataset(splits[split], tokenizer, TrainConfig.max_length).to(device)
+                for split in SPLITS}
+
+    if "training" in parts:
+        precisions = comma_list(args.precisions)
+        results["matmul_peak_flops"] = {p: bench.matmul_peak(device, p, args.matmul_size) for p in precisions}
+        for precision, flops in results["matmul_peak_flops"].items():
+            log.info(f"{args.matmul_size}x{args.matmul_size} matrix product, {precision}: {flops / 1e9:,.0f} GFLOP/s")
+        results["training"] = measure_training(args, device, datasets["train"], len(tokenizer),
+                                               results["matmul_peak_flops"])
+
+    if "data" in parts:
+        seconds = bench.data_generation_seconds(args.generation_examples, max_digits=6)
+        results["data_generation"] = {"num_examples": args.generation_examples, "max_digits": 6, "seconds": seconds}
+        log.info(f"generating and writing {args.generation_examples:,} 6-digit problems: {seconds:.1f} s")
+
+    if "time-to-accuracy" in parts:
+        with tempfile.TemporaryDirectory() as directory:
+            data_dir, run_dir = os.path.join(directory, "data"), os.path.join(directory, "run")
+            write_splits(data_dir, splits, data_config)
+            config = TrainConfig(**FASTEST_CONFIG, data_dir=data_dir, output_dir=run_dir, no_wandb=True,
+                                 save_steps=10**9, logging_steps=10**9, device=device.type)
+            log.info(f"time to 99% val exact match: training {FASTEST_CONFIG} ...")
+            logging.getLogger("src").setLevel(logging.WARNING)
+            result = bench.time_to_accuracy(config, target=0.99)
+            logging.getLogger("src").setLevel(logging.NOTSET)
+            results["time_to_accuracy"] = result
+            log.info(f"time to 99% val exact match: {result['training_seconds']} s of training steps "
+                     f"(step {result['step']}), {result['evaluation_seconds_until_then']} s of evaluation until "
+                     f"then; final test exact match {result['final_test_exact_match']:.4f}")
+            if "evaluation" in parts:
+                results["evaluation"] = measure_evaluation(args, device, run_dir, splits)
+
+    write_json(output_file, results)
+    log.info(f"results written to {output_file}")
+
+
+if __name__ == "__main__":
+    run_main(main)

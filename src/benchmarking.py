@@ -1,0 +1,188 @@
+"""Speed measurements for scripts/benchmark.py: each one times the code that train.py and evaluate.py run.
+
+Times are medians over repeated runs after warm-up; CUDA work is synchronised before each clock reading.
+"""
+
+import itertools
+import json
+import os
+import statistics
+import tempfile
+import time
+import torch
+
+from src.data import ArithmeticDataset, DataConfig, generate_splits, write_splits
+from src.evaluation import generate_answers
+from src.generation import greedy_generate
+from src.model import Transformer, build_model_config
+from src.runtime import select_precision
+from src.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_batches, epoch_order, train,
+                         train_step)
+
+PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
+MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_seconds(function, device, repeats, warmup):
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        function()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class PeakMemory:
+    """Peak memory of what happens inside the block, in MB: allocated memory on CUDA; on CPU, the growth of the
+    peak resident set over the resident set at the start (Linux: /proc/self/clear_refs resets the peak)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.start = self._cpu_kilobytes("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.megabytes = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
+        else:
+            self.megabytes = (self._cpu_kilobytes("VmHWM") - self.start) / 1024
+
+    @staticmethod
+    def _cpu_kilobytes(field):
+        with open("/proc/self/status") as f:
+            return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
+
+
+def matmul_peak(device, precision, size, repeats=10):
+    """FLOP/s of a size x size matrix product: the practical peak that MFU is measured against."""
+    a, b = (torch.randn(size, size, device=device, dtype=MATMUL_DTYPES[precision]) for _ in range(2))
+    return 2 * size**3 / median_seconds(lambda: a @ b, device, repeats, warmup=3)
+
+
+class TrainingRow:
+    """One configuration's model, optimizer and stream of real batches, stepped with `train_step` in rounds, so
+    that rows can be timed interleaved (machine noise then hits every row alike)."""
+
+    def __init__(self, model_size, precision, batch_size, dataset, vocab_size, device, compile=False):
+        torch.manual_seed(0)
+        self.model_size, self.precision, self.batch_size, self.compile = model_size, precision, batch_size, compile
+        self.device = device
+        self.config = TrainConfig(model_size=model_size, batch_size=batch_size, compile=compile)
+        self.precision_config = select_precision(device, **PRECISION_FLAGS[precision])
+        self.model = Transformer(build_model_config(model_size, vocab_size, TrainConfig.max_length)).to(device)
+        self.optimizer = build_optimizer(self.model, self.config, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision_config.use_grad_scaler)
+        self.step_model = compile_for_training(self.model) if compile else self.model
+        self.batches = itertools.chain.from_iterable(
+            epoch_batches(dataset, epoch_order(len(dataset), 0, epoch), batch_size) for epoch in itertools.count())
+        self.step_seconds, self.loading_seconds, self.tokens = [], [], []
+        self.first_step_seconds = None
+
+    def run(self, steps, timed=True):
+        for _ in range(steps):
+            synchronize(self.device)
+            start = time.perf_counter()
+            inputs, targets = next(self.batches)
+            loaded = time.perf_counter()
+            train_step(self.step_model, self.optimizer, self.scaler, inputs, targets, 1e-4, self.config,
+                       self.device, self.precision_config)
+            synchronize(self.device)
+            end = time.perf_counter()
+            if self.first_step_seconds is None:
+                self.first_step_seconds = end - start  # includes compilation with --compile
+            if timed:
+                self.step_seconds.append(end - start)
+                self.loading_seconds.append(loaded - start)
+                self.tokens.append(inputs.numel())
+
+    def result(self, peak_flops):
+        num_parameters = self.model.num_parameters()
+        tokens_per_second = statistics.median(n / s for n, s in zip(self.tokens, self.step_seconds))
+        return {"model_size": self.model_size, "precision": self.precision, "batch_size": self.batch_size,
+                "compile": self.compile, "num_parameters": num_parameters, "timed_steps": len(self.step_seconds),
+                "step_ms": 1000 * statistics.median(self.step_seconds), "tokens_per_second": tokens_per_second,
+                "mfu": 6 * num_parameters * tokens_per_second / peak_flops,
+                "data_loading_share": sum(self.loading_seconds) / sum(self.step_seconds),
+                "first_step_seconds": self.first_step_seconds}
+
+
+def naive_answers(model, dataset, tokenizer, device):
+    """The reference decoder: one problem at a time, the whole sequence recomputed for every new token."""
+    answers = []
+    for index, prompt_length in enumerate(dataset.prompt_lengths.tolist()):
+        prompt = dataset.tokens[index:index + 1, :prompt_length].to(device)
+        generated = greedy_generate(model, prompt, model.config.max_length - prompt_length, tokenizer.end_id,
+                                    use_cache=False)
+        answers.append(tokenizer.decode(generated[0]))
+    return answers
+
+
+def generation_speed(model, dataset, tokenizer, device, batch_size):
+    """Problems/s of evaluation's batched KV-cached greedy decoding and of the naive decoder, and whether they
+    produce identical answers (fp32)."""
+    model.eval()
+    fp32 = select_precision(device)
+    timed = {}
+    for name, decode in (("cached", lambda: generate_answers(model, dataset, tokenizer, batch_size, device, fp32)),
+                         ("naive", lambda: naive_answers(model, dataset, tokenizer, device))):
+        synchronize(device)
+        start = time.perf_counter()
+        timed[name] = decode()
+        synchronize(device)
+        timed[name + "_seconds"] = time.perf_counter() - start
+    return {"num_problems": len(dataset), "batch_size": batch_size,
+            "cached_problems_per_second": len(dataset) / timed["cached_seconds"],
+            "naive_problems_per_second": len(dataset) / timed["naive_seconds"],
+            "speedup": timed["naive_seconds"] / timed["cached_seconds"],
+            "identical": timed["cached"] == timed["naive"],
+            "exact_match": sum(p == a for p, a in zip(timed["cached"], dataset.answers)) / len(dataset)}
+
+
+def data_generation_seconds(num_examples, max_digits):
+    """Sampling, formatting and writing `num_examples` distinct problems as train.py's data files."""
+    config = DataConfig(num_examples=num_examples, max_digits=max_digits)
+    with tempfile.TemporaryDirectory() as directory:
+        start = time.perf_counter()
+        write_splits(directory, generate_splits(config), config)
+        return time.perf_counter() - start
+
+
+def time_to_accuracy(config, target):
+    """Trains `config` through train.py's loop and reads its trainer state: the seconds of training steps until
+    the val exact match first reached `target`, the evaluation seconds spent until then, and the final test result.
+    Returns (result, trained model dir)."""
+    test_metrics = train(config)
+    with open(os.path.join(config.output_dir, "trainer_state.json")) as f:
+        history = json.load(f)["log_history"]
+    evaluations = [entry for entry in history if "val/exact_match" in entry]
+    history_entry, evaluation_seconds = None, 0.0
+    for entry in evaluations:
+        evaluation_seconds += entry["val/seconds"]
+        if entry["val/exact_match"] >= target:
+            history_entry = entry
+            break
+    return {"target": target, "config": {k: v for k, v in vars(config).items() if k not in ("output_dir",)},
+            "reached": history_entry is not None,
+            "step": history_entry and history_entry["step"],
+            "training_seconds": history_entry and history_entry["train/training_seconds"],
+            "evaluation_seconds_until_then": history_entry and evaluation_seconds,
+            "val_exact_match": history_entry and history_entry["val/exact_match"],
+            "final_test_exact_match": test_metrics["exact_match"],
+            "total_training_seconds": evaluations[-1]["train/training_seconds"]}

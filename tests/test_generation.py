@@ -1,0 +1,62 @@
+"""Greedy decoding: the KV-cached batched decoder must give exactly the naive decoder's answers."""
+
+import torch
+
+from src.benchmarking import generation_speed, naive_answers
+from src.data import ArithmeticDataset, DataConfig, generate_splits
+from src.evaluation import generate_answers
+from src.generation import greedy_generate
+from src.model import Transformer, build_model_config
+from src.runtime import select_precision
+from src.tokenizer import Tokenizer
+
+CPU = torch.device("cpu")
+
+
+def test_cached_and_full_recompute_decoding_agree_token_for_token():
+    torch.manual_seed(0)
+    model = Transformer(build_model_config("small", vocab_size=13, max_length=24)).eval()
+    prompts = torch.randint(0, 11, (64, 6))
+    cached = greedy_generate(model, prompts, 18, end_id=12)
+    recomputed = greedy_generate(model, prompts, 18, end_id=12, use_cache=False)
+    assert cached == recomputed
+    assert max(map(len, cached)) > 1  # an untrained model rarely ends early, so many tokens were compared
+
+
+def test_batched_evaluation_answers_equal_one_at_a_time_answers():
+    torch.manual_seed(0)
+    tokenizer = Tokenizer()
+    examples = generate_splits(DataConfig(num_examples=120, seed=3))["train"]
+    dataset = ArithmeticDataset(examples, tokenizer, max_length=32)  # prompts of 3 lengths: batches by length
+    model = Transformer(build_model_config("tiny", vocab_size=len(tokenizer), max_length=32)).eval()
+    batched = generate_answers(model, dataset, tokenizer, batch_size=64, device=CPU, precision=select_precision(CPU))
+    assert batched == naive_answers(model, dataset, tokenizer, CPU)
+    assert len(set(dataset.prompt_lengths.tolist())) == 3
+
+
+def test_decoding_stops_once_every_sequence_has_ended():
+    class EndsAtOnce(torch.nn.Module):
+        config = build_model_config("tiny", vocab_size=13, max_length=32)
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, idx, targets=None, cache=None):
+            self.calls += 1
+            logits = torch.zeros(*idx.shape, 13)
+            logits[..., 12] = 1.0
+            return logits, None
+
+    model = EndsAtOnce()
+    assert greedy_generate(model, torch.zeros(4, 5, dtype=torch.long), 20, end_id=12) == [[]] * 4
+    assert model.calls == 1
+
+
+def test_generation_benchmark_reports_identical_answers():
+    torch.manual_seed(0)
+    tokenizer = Tokenizer()
+    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=60, seed=1))["train"], tokenizer, 32)
+    model = Transformer(build_model_config("tiny", vocab_size=len(tokenizer), max_length=32))
+    result = generation_speed(model, dataset, tokenizer, CPU, batch_size=16)
+    assert result["identical"] and result["num_problems"] == len(dataset)
