@@ -31,8 +31,9 @@ from src.trainer import TrainConfig
 log = logging.getLogger("benchmark")
 PARTS = ("training", "data", "time-to-accuracy", "evaluation")
 # The fastest configuration found for 2-digit addition on the 2-core CPU (README, Speed): the time-to-99% row.
-FASTEST_CONFIG = dict(model_size="small", bf16=True, batch_size=64, learning_rate=2e-3, warmup_steps=50,
-                      num_epochs=4, eval_steps=25, eval_batch_size=1000)
+FASTEST_FORMAT = "padded-reversed"
+FASTEST_CONFIG = dict(model_size="tiny", batch_size=64, learning_rate=3e-3, warmup_steps=50, num_epochs=12,
+                      eval_steps=50, eval_batch_size=1000)
 DEFAULTS = {  # per device type: what fits a 2-core CPU in minutes, and what loads an H100
     "cpu": dict(precisions="fp32,bf16", batch_sizes="32,128", matmul_size=2048),
     "cuda": dict(precisions="fp32,fp16,bf16", batch_sizes="256,1024,4096", matmul_size=8192),
@@ -52,6 +53,8 @@ def build_parser():
     parser.add_argument("--precisions", help="fp32, bf16, fp16 (CUDA) (default: fp32,bf16 on CPU, all on CUDA)")
     parser.add_argument("--batch-sizes", help="training batch sizes (default: 32,128 on CPU; 256,1024,4096 on CUDA)")
     parser.add_argument("--compile", action="store_true", help="also measure each row with torch.compile")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, profile each row (torch.profiler) and show where its step time goes")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per row and round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds over all rows, interleaved so that noise hits all alike (default: %(default)s)")
@@ -62,6 +65,8 @@ def build_parser():
                         help="batch of the KV-cached decoder (default: %(default)s)")
     parser.add_argument("--generation-examples", type=int, default=1_000_000,
                         help="problems to generate in the data part (default: %(default)s)")
+    parser.add_argument("--seeds", default="42,1,2",
+                        help="seeds (data and model) of the time-to-accuracy runs (default: %(default)s)")
     parser.add_argument("--output-file", help="JSON results (default: logs/benchmark-<device>.json)")
     return parser
 
@@ -74,9 +79,9 @@ def machine_description(device):
     return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
 
 
-def measure_training(args, device, dataset, vocab_size, peaks):
-    """Every row is built and warmed up (its peak memory measured then), then all rows are timed in interleaved
-    rounds; each row reports the median over its steps of all rounds."""
+def measure_training(args, device, dataset, vocab_size):
+    """Every row is built and warmed up (its peak memory measured then: in this process on CUDA, in a fresh one on
+    CPU), then all rows are timed in interleaved rounds; each row reports the median over its steps of all rounds."""
     rows = []
     for model_size in comma_list(args.sizes):
         for precision in comma_list(args.precisions):
@@ -86,34 +91,83 @@ def measure_training(args, device, dataset, vocab_size, peaks):
                         row = bench.TrainingRow(model_size, precision, batch_size, dataset, vocab_size, device,
                                                 compile)
                         row.run(args.warmup, timed=False)
-                    row.peak_memory_mb = memory.megabytes
+                    row.peak_memory_mb = (memory.megabytes if device.type == "cuda" else
+                                          bench.cpu_training_peak_memory_mb(row, dataset, vocab_size, args.warmup))
                     rows.append(row)
+    # The matrix-product peak is measured in every round too, beside the rows, and its best round is the peak.
+    precisions = comma_list(args.precisions)
+    peak_rounds = {precision: [] for precision in precisions}
     for round_index in range(args.rounds):
+        for precision in precisions:
+            peak_rounds[precision].append(bench.matmul_peak(device, precision, args.matmul_size))
         log.info(f"training rows: timing round {round_index + 1}/{args.rounds}")
         for row in rows:
             row.run(args.steps)
+    peaks = {precision: max(flops) for precision, flops in peak_rounds.items()}
+    for precision, flops in peak_rounds.items():
+        log.info(f"{args.matmul_size}x{args.matmul_size} matrix product, {precision}: best round "
+                 f"{peaks[precision] / 1e9:,.0f} GFLOP/s (rounds: {', '.join(f'{f / 1e9:,.0f}' for f in flops)})")
     results = []
     for row in rows:
         result = {**row.result(peaks[row.precision]), "peak_memory_mb": row.peak_memory_mb}
+        if args.profile:
+            result["profile"] = row.profile(args.steps)
         results.append(result)
         log.info(f"{row.model_size:>6} {row.precision} batch {row.batch_size:>5}{' compiled' if row.compile else ''}: "
                  f"{result['step_ms']:8.1f} ms/step {result['tokens_per_second']:>10,.0f} tokens/s "
                  f"MFU {result['mfu']:6.1%} | data loading {result['data_loading_share']:.2%} of the step | "
                  f"peak memory {result['peak_memory_mb']:,.0f} MB | first step {result['first_step_seconds']:.1f} s")
-    return results
+        for operator in result.get("profile", []):
+            log.info(f"    {operator['share']:6.1%} {operator['ms_per_step']:8.2f} ms/step "
+                     f"{operator['calls_per_step']:6.0f} calls/step  {operator['operator']}")
+    return peaks, results
 
 
 def measure_evaluation(args, device, run_dir, splits):
     """The model trained for the time-to-accuracy row, on all problems of the default dataset."""
     model, tokenizer, _, _ = load_model(run_dir, device, log)
     dataset = ArithmeticDataset([text for split in SPLITS for text in splits[split]], tokenizer,
-                                model.config.max_length).to(device)
+                                model.config.max_length, data_format=FASTEST_FORMAT).to(device)
     result = bench.generation_speed(model, dataset, tokenizer, device, args.eval_batch_size)
     log.info(f"evaluation of {result['num_problems']:,} problems: KV-cached batch {args.eval_batch_size} "
              f"{result['cached_problems_per_second']:,.0f} problems/s, naive (one at a time, full recompute) "
              f"{result['naive_problems_per_second']:,.0f} problems/s: {result['speedup']:.1f}x; identical answers: "
              f"{result['identical']}; exact match {result['exact_match']:.4f}")
     return result
+
+
+def target_checks(results):
+    """The speed issue's targets, as (target, measured, met) for whatever this run measured."""
+    checks = []
+    rows = [row for row in results.get("training", []) if not row["compile"]]
+    small_fp32 = [row for row in rows if row["model_size"] == "small" and row["precision"] == "fp32"]
+    for row in small_fp32:
+        if row["batch_size"] == 32:
+            checks.append(("small, fp32, batch 32: MFU >= 70% of the fp32 matmul peak", f"{row['mfu']:.1%}",
+                           row["mfu"] >= 0.7))
+        bf16 = [other for other in rows if other["model_size"] == "small" and other["precision"] == "bf16"
+                and other["batch_size"] == row["batch_size"]]
+        if bf16 and row["batch_size"] >= 64:
+            ratio = bf16[0]["tokens_per_second"] / row["tokens_per_second"]
+            checks.append((f"small, batch {row['batch_size']}: bf16 >= 2x fp32 tokens/s", f"{ratio:.2f}x",
+                           ratio >= 2))
+    if rows:
+        worst = max(row["data_loading_share"] for row in rows)
+        checks.append(("data loading < 5% of a training step (worst row)", f"{worst:.2%}", worst < 0.05))
+    if "data_generation" in results:
+        seconds = results["data_generation"]["seconds"]
+        checks.append((f"generating {results['data_generation']['num_examples']:,} problems < 15 s", f"{seconds:.1f} s",
+                       seconds < 15))
+    if "evaluation" in results:
+        evaluation = results["evaluation"]
+        checks.append(("evaluation >= 20x naive problems/s, identical answers",
+                       f"{evaluation['speedup']:.1f}x, identical: {evaluation['identical']}",
+                       evaluation["speedup"] >= 20 and evaluation["identical"]))
+    for run in results.get("time_to_accuracy", []):
+        seconds = run["training_seconds"]
+        checks.append((f"seed {run['seed']}: 99% val exact match in < 8 s of training steps",
+                       f"{seconds:.2f} s" if run["reached"] else "not reached", run["reached"] and seconds < 8))
+    return [{"target": target, "measured": measured, "met": bool(met)} for target, measured, met in checks]
 
 
 def main():
@@ -140,35 +194,40 @@ def main():
                 for split in SPLITS}
 
     if "training" in parts:
-        precisions = comma_list(args.precisions)
-        results["matmul_peak_flops"] = {p: bench.matmul_peak(device, p, args.matmul_size) for p in precisions}
-        for precision, flops in results["matmul_peak_flops"].items():
-            log.info(f"{args.matmul_size}x{args.matmul_size} matrix product, {precision}: {flops / 1e9:,.0f} GFLOP/s")
-        results["training"] = measure_training(args, device, datasets["train"], len(tokenizer),
-                                               results["matmul_peak_flops"])
+        results["matmul_peak_flops"], results["training"] = measure_training(args, device, datasets["train"],
+                                                                             len(tokenizer))
 
     if "data" in parts:
         seconds = bench.data_generation_seconds(args.generation_examples, max_digits=6)
         results["data_generation"] = {"num_examples": args.generation_examples, "max_digits": 6, "seconds": seconds}
-        log.info(f"generating and writing {args.generation_examples:,} 6-digit problems: {seconds:.1f} s")
+        log.info(f"scripts/generate_data.py --num-examples {args.generation_examples} --max-digits 6: {seconds:.1f} s "
+                 f"wall time")
 
     if "time-to-accuracy" in parts:
+        results["time_to_accuracy"] = []
         with tempfile.TemporaryDirectory() as directory:
-            data_dir, run_dir = os.path.join(directory, "data"), os.path.join(directory, "run")
-            write_splits(data_dir, splits, data_config)
-            config = TrainConfig(**FASTEST_CONFIG, data_dir=data_dir, output_dir=run_dir, no_wandb=True,
-                                 save_steps=10**9, logging_steps=10**9, device=device.type)
-            log.info(f"time to 99% val exact match: training {FASTEST_CONFIG} ...")
-            logging.getLogger("src").setLevel(logging.WARNING)
-            result = bench.time_to_accuracy(config, target=0.99)
-            logging.getLogger("src").setLevel(logging.NOTSET)
-            results["time_to_accuracy"] = result
-            log.info(f"time to 99% val exact match: {result['training_seconds']} s of training steps "
-                     f"(step {result['step']}), {result['evaluation_seconds_until_then']} s of evaluation until "
-                     f"then; final test exact match {result['final_test_exact_match']:.4f}")
-            if "evaluation" in parts:
-                results["evaluation"] = measure_evaluation(args, device, run_dir, splits)
+            for seed in map(int, comma_list(args.seeds)):  # the recipe's spread over seeds is part of the result
+                fast_data_config = DataConfig(format=FASTEST_FORMAT, seed=seed)
+                fast_splits = generate_splits(fast_data_config)
+                data_dir, run_dir = os.path.join(directory, f"data-{seed}"), os.path.join(directory, f"run-{seed}")
+                write_splits(data_dir, fast_splits, fast_data_config)
+                config = TrainConfig(**FASTEST_CONFIG, seed=seed, data_dir=data_dir, output_dir=run_dir,
+                                     no_wandb=True, save_steps=10**9, logging_steps=10**9, device=device.type)
+                log.info(f"time to 99% val exact match, seed {seed}: training {FASTEST_CONFIG} on the "
+                         f"{FASTEST_FORMAT} format ...")
+                logging.getLogger("src").setLevel(logging.WARNING)
+                result = bench.time_to_accuracy(config, target=0.99)
+                logging.getLogger("src").setLevel(logging.NOTSET)
+                results["time_to_accuracy"].append({"seed": seed, "format": FASTEST_FORMAT, **result})
+                log.info(f"seed {seed}: 99% val exact match after {result['training_seconds'] or float('nan'):.2f} s "
+                         f"of training steps (step {result['step']}), {result['evaluation_seconds_until_then'] or 0:.2f} "
+                         f"s of evaluation until then; final test exact match {result['final_test_exact_match']:.4f}")
+                if "evaluation" in parts and "evaluation" not in results:  # the first seed's model
+                    results["evaluation"] = measure_evaluation(args, device, run_dir, fast_splits)
 
+    results["targets"] = target_checks(results)
+    for check in results["targets"]:
+        log.info(f"{'met    ' if check['met'] else 'NOT MET'} {check['target']}: {check['measured']}")
     write_json(output_file, results)
     log.info(f"results written to {output_file}")
 

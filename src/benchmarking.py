@@ -5,17 +5,22 @@ Times are medians over repeated runs after warm-up; CUDA work is synchronised be
 
 import itertools
 import json
+import multiprocessing
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+
 import torch
 
-from src.data import ArithmeticDataset, DataConfig, generate_splits, write_splits
+from src.data import ArithmeticDataset
 from src.evaluation import generate_answers
 from src.generation import greedy_generate
 from src.model import Transformer, build_model_config
 from src.runtime import select_precision
+from src.tokenizer import Tokenizer
 from src.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_batches, epoch_order, train,
                          train_step)
 
@@ -70,6 +75,21 @@ class PeakMemory:
             return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
 
 
+def _row_memory(model_size, precision, batch_size, examples, vocab_size, steps, compile):
+    dataset = ArithmeticDataset(examples, Tokenizer(), TrainConfig.max_length)
+    with PeakMemory(torch.device("cpu")) as memory:
+        TrainingRow(model_size, precision, batch_size, dataset, vocab_size, torch.device("cpu"), compile).run(steps)
+    return memory.megabytes
+
+
+def cpu_training_peak_memory_mb(row, dataset, vocab_size, steps):
+    """Peak memory of a row's model, optimizer state and `steps` training steps, measured in a fresh process: in a
+    shared one, memory freed by earlier rows is reused and the growth of the resident set says little."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_row_memory, (row.model_size, row.precision, row.batch_size, dataset.examples, vocab_size,
+                                        steps, row.compile))
+
+
 def matmul_peak(device, precision, size, repeats=10):
     """FLOP/s of a size x size matrix product: the practical peak that MFU is measured against."""
     a, b = (torch.randn(size, size, device=device, dtype=MATMUL_DTYPES[precision]) for _ in range(2))
@@ -111,6 +131,21 @@ class TrainingRow:
                 self.step_seconds.append(end - start)
                 self.loading_seconds.append(loaded - start)
                 self.tokens.append(inputs.numel())
+
+    def profile(self, steps, top=12):
+        """torch.profiler over `steps` steps: the top operators by own time, per step, and their share of the step."""
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as profiler:
+            self.run(steps, timed=False)
+        events = profiler.key_averages()
+        time_attribute = "self_device_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        total = sum(getattr(event, time_attribute) for event in events)
+        ranked = sorted(events, key=lambda event: getattr(event, time_attribute), reverse=True)[:top]
+        return [{"operator": event.key, "ms_per_step": getattr(event, time_attribute) / 1000 / steps,
+                 "share": getattr(event, time_attribute) / total, "calls_per_step": event.count / steps}
+                for event in ranked]
 
     def result(self, peak_flops):
         num_parameters = self.model.num_parameters()
@@ -156,11 +191,12 @@ def generation_speed(model, dataset, tokenizer, device, batch_size):
 
 
 def data_generation_seconds(num_examples, max_digits):
-    """Sampling, formatting and writing `num_examples` distinct problems as train.py's data files."""
-    config = DataConfig(num_examples=num_examples, max_digits=max_digits)
+    """Wall time of `scripts/generate_data.py` as a user runs it: start-up, sampling, writing, summarising."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "generate_data.py")
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()
-        write_splits(directory, generate_splits(config), config)
+        subprocess.run([sys.executable, script, "--num-examples", str(num_examples), "--max-digits", str(max_digits),
+                        "--output-dir", directory], check=True, capture_output=True)
         return time.perf_counter() - start
 
 

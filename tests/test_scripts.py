@@ -9,7 +9,7 @@ import torch
 from tests.conftest import interrupt_training, run_script, train_args
 
 
-@pytest.mark.parametrize("script", ["generate_data.py", "train.py", "evaluate.py", "interactive.py"])
+@pytest.mark.parametrize("script", ["generate_data.py", "train.py", "evaluate.py", "interactive.py", "benchmark.py"])
 def test_every_script_has_help(script, tmp_path):
     result = run_script(script, "--help", home=tmp_path)
     assert result.stdout.startswith("usage:")

@@ -1,6 +1,7 @@
 """The training loop end to end, through scripts/train.py as a user runs it: resume, interruption, bad resumes."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -8,7 +9,9 @@ import signal
 import pytest
 import torch
 
-from src.trainer import TrainConfig, epoch_order, learning_rate_at
+from src.data import ArithmeticDataset, DataConfig, generate_splits
+from src.tokenizer import Tokenizer
+from src.trainer import TrainConfig, epoch_batches, epoch_order, learning_rate_at
 from tests.conftest import interrupt_training, run_script, train_args
 
 
@@ -105,3 +108,31 @@ def test_nan_loss_stops_with_a_message_before_anything_is_saved(data_dir, tmp_pa
     assert result.returncode == 1
     assert "loss became nan" in result.stderr.lower() and "Traceback" not in result.stderr
     assert not list((tmp_path / "run").glob("*.pt")) and not (tmp_path / "run" / "pytorch_model.bin").exists()
+
+
+def test_epoch_batches_cover_every_example_once_from_the_resume_point():
+    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer(), 32)
+    order = epoch_order(len(dataset), seed=0, epoch=0)
+    assert sorted(order.tolist()) == list(range(len(dataset)))
+    batches = list(epoch_batches(dataset, order, batch_size=10))
+    assert len(batches) == math.ceil(len(dataset) / 10)
+    for index, (inputs, targets) in enumerate(batches):
+        rows = order[index * 10:(index + 1) * 10]
+        longest = int(dataset.lengths[rows].max())  # padded only to the longest of its own batch
+        assert torch.equal(inputs, dataset.tokens[rows, :longest - 1])
+        assert torch.equal(targets, dataset.targets[rows, 1:longest])
+    resumed = list(epoch_batches(dataset, order, batch_size=10, first_batch=4))
+    assert len(resumed) == len(batches) - 4
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, batches[4:]))
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_matches_eager_training(data_dir, tmp_path):
+    results = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        output_dir = tmp_path / name
+        run_script("train.py", *train_args(data_dir, output_dir, "--num-epochs", 1, "--dropout", 0),
+                   home=tmp_path)
+        results[name] = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    losses = {name: [e["train/loss"] for e in history if "train/loss" in e] for name, history in results.items()}
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)

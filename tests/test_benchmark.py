@@ -1,0 +1,29 @@
+"""scripts/benchmark.py runs end to end and writes what README's Speed table is built from (speed itself is
+measured by running it, never asserted in a test)."""
+
+import json
+
+from tests.conftest import run_script
+
+
+def test_benchmark_writes_every_measured_row_and_the_target_checks(tmp_path):
+    output_file = tmp_path / "benchmark.json"
+    result = run_script("benchmark.py", "--parts", "training,data", "--sizes", "tiny", "--precisions", "fp32,bf16",
+                        "--batch-sizes", "8,16", "--steps", 2, "--rounds", 2, "--warmup", 1,
+                        "--generation-examples", 3000, "--device", "cpu", "--output-file", output_file, home=tmp_path)
+    results = json.loads(output_file.read_text())
+    assert set(results["matmul_peak_flops"]) == {"fp32", "bf16"}
+    rows = results["training"]
+    assert [(row["precision"], row["batch_size"]) for row in rows] == [("fp32", 8), ("fp32", 16), ("bf16", 8),
+                                                                        ("bf16", 16)]
+    for row in rows:
+        assert row["timed_steps"] == 4 and row["tokens_per_second"] > 0 and 0 < row["mfu"] < 1
+        assert 0 < row["data_loading_share"] < 1
+    assert results["data_generation"]["num_examples"] == 3000
+    assert any("generating 3,000 problems" in check["target"] for check in results["targets"])
+    assert "results written to" in result.stderr
+
+
+def test_benchmark_rejects_unknown_parts_in_one_line(tmp_path):
+    result = run_script("benchmark.py", "--parts", "training,magic", home=tmp_path, check=False)
+    assert result.returncode == 1 and "--parts: unknown magic" in result.stderr
