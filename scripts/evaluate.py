@@ -55,6 +55,10 @@ def main():
     if dataset.format != model_format:
         raise ConfigError(f"{data_path}: its problems are in the {dataset.format!r} format, but {model_path} was "
                           f"trained on {model_format!r}; evaluate it on data generated with --format {model_format}")
+    if dataset.operand_width != checkpoint.get("operand_width"):
+        raise ConfigError(f"{data_path}: its operands are padded to {dataset.operand_width} digits, but {model_path} "
+                          f"learned {checkpoint.get('operand_width')}; generate the data with --max-digits "
+                          f"{checkpoint.get('operand_width')}")
     log.info(f"evaluating {model_path} (step {checkpoint.get('step', '?')}, {model.num_parameters():,} parameters) "
              f"on {data_path} ({len(dataset)} problems, device {device})")
 

@@ -54,8 +54,10 @@ class DataConfig:
 # Pure functions on single problems
 
 def format_problem(a, b, data_format="plain", width=None):
-    """The problem's text in `data_format`; padded formats write operands with `width` digits."""
+    """The problem's text in `data_format`; padded formats write operands with `width` digits (default: as many as
+    the longer operand has)."""
     if data_format.startswith("padded"):
+        width = width or len(str(max(a, b)))
         a_text, b_text, answer = f"{a:0{width}d}", f"{b:0{width}d}", f"{a + b:0{width + 1}d}"
     else:
         a_text, b_text, answer = str(a), str(b), str(a + b)
@@ -224,8 +226,9 @@ def read_split(path):
         raise DataError(f"{path}: expected a non-empty list of examples, or an object with one under \"examples\"")
     metadata = content.get("metadata") if isinstance(content, dict) else None
     metadata = metadata if isinstance(metadata, dict) else {}
-    if metadata.get("format", "plain") not in FORMATS:
-        raise DataError(f"{path}: unknown data format {metadata['format']!r} (known: {', '.join(FORMATS)})")
+    data_format = metadata.get("format", "plain")
+    if not isinstance(data_format, str) or data_format not in FORMATS:
+        raise DataError(f"{path}: unknown data format {data_format!r} (known: {', '.join(FORMATS)})")
     return examples, metadata, text
 
 
@@ -297,7 +300,17 @@ class ArithmeticDataset:
         """Identifies the exact examples and their order, so a resumed run can tell that its data changed."""
         return hashlib.sha256("\n".join(self.examples).encode()).hexdigest()[:16]
 
-    def batch(self, indices):
-        """(inputs, targets), both [batch, longest-in-batch - 1]: padding only to the longest sequence here."""
+    @property
+    def operand_width(self):
+        """Digits per operand in the padded formats (the model learned that width), None in the others."""
+        if not self.format.startswith("padded"):
+            return None
+        return len(self.prompts[0].split("+")[0])
+
+    def batch(self, indices, device_indices=None):
+        """(inputs, targets), both [batch, longest-in-batch - 1]: padding only to the longest sequence here.
+        `indices` are on the CPU; `device_indices`, the same already on the tensors' device, spare a CUDA run the
+        blocking copy of the index that each batch would otherwise cost."""
         longest = int(self.lengths[indices].max())
-        return self.tokens[indices, : longest - 1], self.targets[indices, 1:longest]
+        rows = indices if device_indices is None else device_indices
+        return self.tokens[rows, : longest - 1], self.targets[rows, 1:longest]

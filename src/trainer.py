@@ -104,9 +104,11 @@ def epoch_order(num_examples, seed, epoch):
 
 def epoch_batches(dataset, order, batch_size, first_batch=0):
     """The epoch's batches from `first_batch` on. A batch is an index into tensors already on the training device,
-    so it costs microseconds in this process: worker processes would only add copies between processes."""
+    so it costs microseconds in this process: worker processes would only add copies between processes. The order
+    goes to the device once per epoch, so no batch waits on a copy of its indices."""
+    device_order = order.to(dataset.tokens.device)
     for start in range(first_batch * batch_size, len(order), batch_size):
-        yield dataset.batch(order[start:start + batch_size])
+        yield dataset.batch(order[start:start + batch_size], device_order[start:start + batch_size])
 
 
 class TrainingClock:
@@ -228,7 +230,7 @@ def save_best_model(model, state, metrics, config):
     path = os.path.join(config.output_dir, ckpt.BEST_MODEL)
     ckpt.save_atomic({"model": model.state_dict(), "model_config": state["model_config"],
                       "train_config": state["train_config"], "vocab": state["vocab"], "step": state["step"],
-                      "data_format": state["data_format"],
+                      "data_format": state["data_format"], "operand_width": state["operand_width"],
                       "val_metrics": {k: v for k, v in metrics.items() if k != "mistakes"}}, path)
     log.info(f"new best val exact match {metrics['exact_match']:.4f}: saved {path}")
 
@@ -305,7 +307,7 @@ def train(config, explicit_flags=frozenset()):
     optimizer = build_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
     state = {"step": 0, "best_exact_match": -1.0, "train_config": asdict(config), "model_config": asdict(model_config),
-             "vocab": tokenizer.vocab, "data_format": data_format,
+             "vocab": tokenizer.vocab, "data_format": data_format, "operand_width": datasets["train"].operand_width,
              "train_data_fingerprint": datasets["train"].fingerprint(),
              "precision": precision.description, "training_seconds": 0.0, "evaluation_seconds": 0.0,
              "log_history": []}
@@ -321,11 +323,16 @@ def train(config, explicit_flags=frozenset()):
                         f"{precision.description}: it continues, but will not match an uninterrupted run exactly")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in optimizer.param_groups:  # loading restores the saved flags too; older checkpoints lack fused
+            group["fused"] = True
         if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
             scaler.load_state_dict(checkpoint["scaler"])
         ckpt.restore_rng_state(checkpoint["rng"])
         state.update({key: checkpoint[key] for key in ("step", "best_exact_match", "training_seconds",
                                                        "evaluation_seconds", "log_history") if key in checkpoint})
+        if "log_history" not in checkpoint:
+            log.warning(f"{checkpoint_source} predates the training clock: {TRAINER_STATE_FILE} counts training "
+                        f"time and history from this resume on, not from the start of the run")
         log.info(f"resuming {checkpoint_source} at step {state['step']}/{total_steps}")
     write_json(config_path, {"train_config": asdict(config), "model_config": asdict(model_config),
                              "num_parameters": model.num_parameters(), "vocab": tokenizer.vocab,

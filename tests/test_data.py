@@ -151,8 +151,16 @@ def test_format_is_recorded_in_the_files_and_read_back(tmp_path):
     assert metadata["format"] == "padded-reversed"
 
 
-def test_unknown_format_in_a_data_file_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("value, shown", [('"roman"', "'roman'"), ('["plain"]', r"\['plain'\]")])
+def test_unknown_format_in_a_data_file_is_a_clear_error(tmp_path, value, shown):
     path = tmp_path / "test.json"
-    path.write_text('{"metadata": {"format": "roman"}, "examples": ["1+1=2<end>"]}')
-    with pytest.raises(DataError, match="test.json: unknown data format 'roman'"):
+    path.write_text('{"metadata": {"format": ' + value + '}, "examples": ["1+1=2<end>"]}')
+    with pytest.raises(DataError, match=f"test.json: unknown data format {shown}"):
         read_split(str(path))
+
+
+def test_padded_formats_know_their_operand_width():
+    assert format_problem(12, 7, "padded") == "12+07=019<end>"  # width of the longer operand by default
+    dataset = ArithmeticDataset(["012+007=0019<end>"], Tokenizer(), 32, data_format="padded")
+    assert dataset.operand_width == 3
+    assert ArithmeticDataset(["12+7=19<end>"], Tokenizer(), 32).operand_width is None
