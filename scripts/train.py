@@ -1,13 +1,16 @@
 """Train a Math LLM model, or resume the run already in --output-dir.
 
     python scripts/train.py [--model-size small] [--output-dir checkpoints] ...
+    torchrun --nproc_per_node 8 scripts/train.py ...     # data-parallel, same flags
 """
 
 import argparse
+import logging
 import os
 import sys
 
 from src.cli import run_main
+from src.distributed import teardown as teardown_distributed
 from src.logging_setup import setup_logging
 from src.model import MODEL_SIZES
 from src.trainer import TrainConfig, train
@@ -26,7 +29,11 @@ def build_parser():
 
     hyper = parser.add_argument_group("training hyperparameters")
     hyper.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                       help="training batch size (default: %(default)s)")
+                       help="training batch size per process: under torchrun the global batch is this x the number "
+                            "of processes x --gradient-accumulation-steps (default: %(default)s)")
+    hyper.add_argument("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps,
+                       help="micro-batches per optimizer step, e.g. to reproduce an N-process run on one device "
+                            "(default: %(default)s)")
     hyper.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size,
                        help="evaluation batch size (default: %(default)s)")
     hyper.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
@@ -96,8 +103,14 @@ def parse_args(argv):
 
 def main():
     config, explicit_flags = parse_args(sys.argv[1:])
-    setup_logging(os.path.join(config.output_dir, "logs", "training.log"))
-    train(config, explicit_flags)
+    if int(os.environ.get("RANK", "0")) == 0:
+        setup_logging(os.path.join(config.output_dir, "logs", "training.log"))
+    else:  # under torchrun, the other ranks only warn; rank 0 writes the log
+        setup_logging(level=logging.WARNING)
+    try:
+        train(config, explicit_flags)
+    finally:
+        teardown_distributed()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from src.generation import greedy_generate
 from src.model import Transformer, build_model_config
 from src.runtime import select_precision
 from src.tokenizer import Tokenizer
-from src.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_batches, epoch_order, train,
+from src.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_order, step_batches, train,
                          train_step)
 
 PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
@@ -111,7 +111,7 @@ class TrainingRow:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision_config.use_grad_scaler)
         self.step_model = compile_for_training(self.model) if compile else self.model
         self.batches = itertools.chain.from_iterable(
-            epoch_batches(dataset, epoch_order(len(dataset), 0, epoch), batch_size) for epoch in itertools.count())
+            step_batches(dataset, epoch_order(len(dataset), 0, epoch), batch_size) for epoch in itertools.count())
         self.step_seconds, self.loading_seconds, self.tokens = [], [], []
         self.first_step_seconds = None
 
@@ -119,9 +119,9 @@ class TrainingRow:
         for _ in range(steps):
             synchronize(self.device)
             start = time.perf_counter()
-            inputs, targets = next(self.batches)
+            micro_batches, _ = next(self.batches)
             loaded = time.perf_counter()
-            train_step(self.step_model, self.optimizer, self.scaler, inputs, targets, 1e-4, self.config,
+            train_step(self.step_model, self.optimizer, self.scaler, micro_batches, 1e-4, self.config,
                        self.device, self.precision_config)
             synchronize(self.device)
             end = time.perf_counter()
@@ -130,7 +130,7 @@ class TrainingRow:
             if timed:
                 self.step_seconds.append(end - start)
                 self.loading_seconds.append(loaded - start)
-                self.tokens.append(inputs.numel())
+                self.tokens.append(sum(inputs.numel() for inputs, _, _ in micro_batches))
 
     def profile(self, steps, top=12):
         """torch.profiler over `steps` steps: the top operators by own time, per step, and their share of the step."""

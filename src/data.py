@@ -4,6 +4,7 @@ A problem is stored as its full text, "a+b=c<end>"; the prompt is everything up 
 The data format (how numbers are written, FORMATS) is chosen at generation and recorded in every file.
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -290,6 +291,18 @@ class ArithmeticDataset:
 
     def __len__(self):
         return len(self.examples)
+
+    def subset(self, indices):
+        """The problems at `indices` (a range or list), as a dataset of their own: e.g. one rank's shard of a split."""
+        subset = copy.copy(self)
+        rows = torch.as_tensor(list(indices), dtype=torch.long)
+        subset.examples = [self.examples[i] for i in rows.tolist()]
+        subset.prompts = [self.prompts[i] for i in rows.tolist()]
+        subset.answers = [self.answers[i] for i in rows.tolist()]
+        subset.lengths, subset.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
+        device_rows = rows.to(self.tokens.device)
+        subset.tokens, subset.targets = self.tokens[device_rows], self.targets[device_rows]
+        return subset
 
     def to(self, device):
         """Moves the token tensors to `device`; lengths stay on the CPU, where batches are cut without a device sync."""

@@ -1,17 +1,20 @@
 """Metrics over a whole split: loss and token accuracy (teacher-forced), and exact match (greedy generation)."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from src.data import IGNORE_INDEX, operand_digits
+from src.distributed import all_gather_objects
 from src.generation import greedy_generate
 from src.runtime import autocast
 
 
 @torch.no_grad()
-def teacher_forced_metrics(model, dataset, batch_size, device, precision):
+def teacher_forced_counts(model, dataset, batch_size, device, precision):
+    """(summed loss, correct tokens, answer tokens): sums, so that shards of a split add up to the whole."""
     loss_sum, correct, total = 0.0, 0, 0
     for start in range(0, len(dataset), batch_size):
         inputs, targets = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
@@ -22,7 +25,7 @@ def teacher_forced_metrics(model, dataset, batch_size, device, precision):
         loss_sum += F.cross_entropy(logits.float()[mask], targets[mask], reduction="sum").item()
         correct += (logits.argmax(dim=-1)[mask] == targets[mask]).sum().item()
         total += mask.sum().item()
-    return loss_sum / total, correct / total
+    return loss_sum, correct, total
 
 
 @torch.no_grad()
@@ -44,27 +47,37 @@ def generate_answers(model, dataset, tokenizer, batch_size, device, precision):
 
 
 def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mistakes=5):
+    """Metrics over the whole split. Under torchrun each rank evaluates every world_size-th problem and the counts
+    of all ranks are summed, so every rank returns the metrics of the whole split."""
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    shard = dataset.subset(range(rank, len(dataset), world_size)) if world_size > 1 else dataset
     was_training = model.training
     model.eval()
-    loss, token_accuracy = teacher_forced_metrics(model, dataset, batch_size, device, precision)
-    predictions = generate_answers(model, dataset, tokenizer, batch_size, device, precision)
+    loss_sum, correct_tokens, answer_tokens = teacher_forced_counts(model, shard, batch_size, device, precision)
+    predictions = generate_answers(model, shard, tokenizer, batch_size, device, precision)
     model.train(was_training)
 
-    correct_by_digits, count_by_digits = defaultdict(int), defaultdict(int)
+    correct_by_digits, count_by_digits = Counter(), Counter()
     mistakes = []
-    for prompt, answer, predicted in zip(dataset.prompts, dataset.answers, predictions):
+    for prompt, answer, predicted in zip(shard.prompts, shard.answers, predictions):
         key = "x".join(map(str, operand_digits(prompt)))
         count_by_digits[key] += 1
         if predicted == answer:
             correct_by_digits[key] += 1
         elif len(mistakes) < num_mistakes:
             mistakes.append({"prompt": prompt, "expected": answer, "predicted": predicted})
-    num_correct = sum(correct_by_digits.values())
+
+    counts = all_gather_objects((loss_sum, correct_tokens, answer_tokens, correct_by_digits, count_by_digits,
+                                 mistakes))
+    loss_sum, correct_tokens, answer_tokens = (sum(shard_counts[i] for shard_counts in counts) for i in range(3))
+    correct_by_digits = sum((shard_counts[3] for shard_counts in counts), Counter())
+    count_by_digits = sum((shard_counts[4] for shard_counts in counts), Counter())
+    mistakes = [mistake for shard_counts in counts for mistake in shard_counts[5]][:num_mistakes]
     return {
         "num_examples": len(dataset),
-        "loss": loss,
-        "token_accuracy": token_accuracy,
-        "exact_match": num_correct / len(dataset),
+        "loss": loss_sum / answer_tokens,
+        "token_accuracy": correct_tokens / answer_tokens,
+        "exact_match": sum(correct_by_digits.values()) / len(dataset),
         "exact_match_by_operand_digits": {
             key: {"exact_match": correct_by_digits[key] / count, "count": count}
             for key, count in sorted(count_by_digits.items())

@@ -4,6 +4,7 @@ Resuming is re-entering this loop at the step stored in the newest checkpoint: t
 pure function of (seed, epoch), so a step number says exactly which batches were already seen.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 from tqdm import tqdm
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import checkpoint as ckpt
@@ -23,8 +25,9 @@ from src.data import SPLITS, ArithmeticDataset, DataConfig, generate_splits, spl
 from src.errors import ConfigError, DataError, TrainingDiverged
 from src.evaluation import evaluate
 from src.files import write_json
+from src.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from src.model import Transformer, build_model_config
-from src.runtime import autocast, select_device, select_precision
+from src.runtime import autocast, select_precision
 from src.tokenizer import Tokenizer
 from src.tracking import start_tracking
 
@@ -36,7 +39,8 @@ class TrainConfig:
     model_size: str = "small"
     max_length: int = 32
     dropout: float = 0.0
-    batch_size: int = 32
+    batch_size: int = 32  # per process
+    gradient_accumulation_steps: int = 1
     eval_batch_size: int = 64
     learning_rate: float = 1e-4
     min_learning_rate_ratio: float = 0.1
@@ -60,7 +64,7 @@ class TrainConfig:
     seed: int = 42
 
     def __post_init__(self):
-        at_least_one = ["max_length", "batch_size", "eval_batch_size", "num_epochs", "save_steps", "eval_steps",
+        at_least_one = ["max_length", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "num_epochs", "save_steps", "eval_steps",
                         "logging_steps", "keep_checkpoints"]
         problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
                     for name in at_least_one if getattr(self, name) < 1]
@@ -102,13 +106,42 @@ def epoch_order(num_examples, seed, epoch):
     return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def epoch_batches(dataset, order, batch_size, first_batch=0):
-    """The epoch's batches from `first_batch` on. A batch is an index into tensors already on the training device,
-    so it costs microseconds in this process: worker processes would only add copies between processes. The order
-    goes to the device once per epoch, so no batch waits on a copy of its indices."""
+def step_batches(dataset, order, batch_size, ranks=Ranks(), accumulation_steps=1, first_example=0):
+    """The optimizer steps of one epoch, from example `first_example` of its order on: for each step, this rank's
+    micro-batches [(inputs, targets, weight)] and the number of examples the whole step covers.
+
+    A step takes the next batch_size x world_size x accumulation_steps examples of the order (every rank computes
+    the same order) and cuts them into that many equal parts: part k x world_size + rank is this rank's micro-step
+    k, so the ranks together see each example once per epoch. An epoch's last, shorter step is cut as evenly as it
+    goes. `weight` is the part's share of the step's answer tokens times the world size: a micro-batch's mean loss
+    times its weight, summed and averaged by DDP, is the mean over all answer tokens of the global batch, whatever
+    the masks. A rank left with no example takes one with weight 0, so that it still joins the all-reduce.
+
+    A batch is an index into tensors already on the training device, so it costs microseconds in this process
+    (worker processes would only add copies between processes); the order goes to the device once per epoch."""
+    parts = ranks.world_size * accumulation_steps
     device_order = order.to(dataset.tokens.device)
-    for start in range(first_batch * batch_size, len(order), batch_size):
-        yield dataset.batch(order[start:start + batch_size], device_order[start:start + batch_size])
+    answer_tokens = dataset.lengths - dataset.prompt_lengths
+    for start in range(first_example, len(order), batch_size * parts):
+        positions = torch.arange(start, min(start + batch_size * parts, len(order)))
+        step_answer_tokens = float(answer_tokens[order[positions]].sum())
+        micro_batches = []
+        for micro_step in range(accumulation_steps):
+            part = torch.tensor_split(positions, parts)[micro_step * ranks.world_size + ranks.rank]
+            weight = ranks.world_size * float(answer_tokens[order[part]].sum()) / step_answer_tokens
+            if len(part) == 0:
+                part, weight = positions[:1], 0.0
+            micro_batches.append((*dataset.batch(order[part], device_order[part]), weight))
+        yield micro_batches, len(positions)
+
+
+def steps_remaining(examples_seen, num_examples, num_epochs, examples_per_step):
+    """Optimizer steps left in a run that has consumed `examples_seen` examples (all epochs together)."""
+    epoch, position = divmod(examples_seen, num_examples)
+    if epoch >= num_epochs:
+        return 0
+    return (math.ceil((num_examples - position) / examples_per_step)
+            + (num_epochs - epoch - 1) * math.ceil(num_examples / examples_per_step))
 
 
 class TrainingClock:
@@ -171,10 +204,12 @@ def resolve_config(config, explicit_flags, saved_config, source):
     return saved
 
 
-def ensure_dataset(data_dir, seed):
-    """A missing dataset is generated with the defaults; a partial one is an error (never silently replaced)."""
+def ensure_dataset(data_dir, seed, ranks=Ranks()):
+    """A missing dataset is generated with the defaults; a partial one is an error (never silently replaced).
+    Generation is deterministic, so under torchrun the first process of each node writes it and the rest wait."""
     missing = [split for split in SPLITS if not os.path.exists(split_path(data_dir, split))]
-    if not missing:
+    if not missing or ranks.local_rank != 0:
+        barrier()
         return
     if len(missing) < len(SPLITS):
         raise DataError(f"{data_dir}: missing {', '.join(split_path(data_dir, s) for s in missing)} "
@@ -182,6 +217,7 @@ def ensure_dataset(data_dir, seed):
     data_config = DataConfig(seed=seed)
     log.info(f"no dataset in {data_dir}/: generating the default one ({data_config})")
     write_splits(data_dir, generate_splits(data_config, log), data_config)
+    barrier()
 
 
 def build_optimizer(model, config, device):
@@ -201,27 +237,36 @@ def compile_for_training(model):
     return torch.compile(model, dynamic=False)
 
 
-def train_step(model, optimizer, scaler, inputs, targets, learning_rate, config, device, precision):
-    """One optimizer step; returns the loss and the gradient norm before clipping, as device tensors (no sync)."""
+def train_step(model, optimizer, scaler, micro_batches, learning_rate, config, device, precision):
+    """One optimizer step over this rank's micro-batches (see `step_batches`); under DDP the gradient all-reduce
+    runs on the last micro-batch only. Returns this rank's share of the global batch's mean loss (summed over the
+    ranks and divided by the world size, it is that loss) and the gradient norm before clipping, as device tensors
+    (no host sync)."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
-    with autocast(device, precision):
-        _, loss = model(inputs, targets)
-    scaler.scale(loss).backward()
+    loss_share = torch.zeros((), device=device)
+    for index, (inputs, targets, weight) in enumerate(micro_batches):
+        accumulating = isinstance(model, DistributedDataParallel) and index < len(micro_batches) - 1
+        with model.no_sync() if accumulating else contextlib.nullcontext():
+            with autocast(device, precision):
+                _, loss = model(inputs, targets)
+            scaler.scale(loss * weight).backward()
+        loss_share += loss.detach() * weight
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach(), grad_norm
+    return loss_share, grad_norm
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Side jobs of the loop
 
-def save_training_checkpoint(state, config):
+def save_training_checkpoint(state, config, rng_states):
+    """`rng_states`: every rank's RNG state, in rank order (only rank 0 calls this)."""
     path = ckpt.checkpoint_path(config.output_dir, state["step"])
-    ckpt.save_atomic({**state, "rng": ckpt.capture_rng_state()}, path)
+    ckpt.save_atomic({**state, "rng": rng_states}, path)
     ckpt.remove_old_checkpoints(config.output_dir, config.keep_checkpoints)
     log.info(f"saved {path}")
 
@@ -255,6 +300,33 @@ def write_trainer_state(state, config, total_steps):
                 "log_history": state["log_history"]})
 
 
+def restore_rng(saved, ranks, source, fallback_seed):
+    """Each rank takes back its own RNG state; with another number of processes than saved, fresh seeds (the data
+    order does not depend on them, only dropout does)."""
+    states = saved if isinstance(saved, list) else [saved]  # single-process checkpoints hold one state
+    if len(states) == ranks.world_size:
+        ckpt.restore_rng_state(states[ranks.rank])
+        return
+    log.warning(f"{source} holds the RNG states of {len(states)} processes and this run has {ranks.world_size}: "
+                f"dropout draws fresh random numbers from here on")
+    torch.manual_seed(fallback_seed * 1000 + ranks.rank)
+
+
+def examples_seen_at(step, num_examples, batch_size):
+    """Examples consumed after `step` single-process steps of `batch_size` (each epoch ends with a short batch)."""
+    steps_per_epoch = math.ceil(num_examples / batch_size)
+    epoch, step_in_epoch = divmod(step, steps_per_epoch)
+    return epoch * num_examples + min(step_in_epoch * batch_size, num_examples)
+
+
+def stop_requested_anywhere(stop, ranks, device):
+    """A Ctrl-C or SIGTERM seen by any rank stops all of them after the same step (one tiny all-reduce per step,
+    only under torchrun): a rank that stopped alone would leave the others waiting in the next all-reduce."""
+    if not ranks.distributed:
+        return stop.requested
+    return all_reduce_sum(torch.tensor(float(stop.requested), device=device)).item() > 0
+
+
 def check_finite(value, step):
     if not math.isfinite(value):
         raise TrainingDiverged(f"loss became {value} by step {step}; stopping without saving this model. "
@@ -271,7 +343,8 @@ def format_duration(seconds):
 # The run
 
 def train(config, explicit_flags=frozenset()):
-    """Trains (or resumes) the run in config.output_dir and writes its final outputs. Returns the test metrics."""
+    """Trains (or resumes) the run in config.output_dir and writes its final outputs. Returns the test metrics.
+    Under torchrun every process runs this; rank 0 alone writes files, logs and W&B."""
     os.makedirs(config.output_dir, exist_ok=True)
     checkpoint, checkpoint_source = ckpt.load_latest_checkpoint(config.output_dir, log) or (None, None)
     config_path = os.path.join(config.output_dir, TRAINING_CONFIG_FILE)
@@ -281,11 +354,11 @@ def train(config, explicit_flags=frozenset()):
         with open(config_path) as f:
             config = resolve_config(config, explicit_flags, json.load(f)["train_config"], config_path)
 
-    device = select_device(config.device)
+    ranks, device = setup_distributed(config.device)
     precision = select_precision(device, config.fp16, config.bf16)
 
     # Data: tokenised once, kept on the training device
-    ensure_dataset(config.data_dir, config.seed)
+    ensure_dataset(config.data_dir, config.seed, ranks)
     tokenizer = Tokenizer(checkpoint["vocab"] if checkpoint else None)
     datasets = {split: ArithmeticDataset.from_file(split_path(config.data_dir, split), tokenizer,
                                                    config.max_length).to(device)
@@ -295,8 +368,8 @@ def train(config, explicit_flags=frozenset()):
         if datasets[split].format != data_format:
             raise DataError(f"{split_path(config.data_dir, split)}: format {datasets[split].format!r} differs from "
                             f"the training split's {data_format!r}; regenerate the splits together")
-    steps_per_epoch = math.ceil(len(datasets["train"]) / config.batch_size)
-    total_steps = steps_per_epoch * config.num_epochs
+    num_train = len(datasets["train"])
+    examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
 
     # Model, optimizer
     random.seed(config.seed)
@@ -304,9 +377,11 @@ def train(config, explicit_flags=frozenset()):
     torch.manual_seed(config.seed)
     model_config = build_model_config(config.model_size, len(tokenizer), config.max_length, config.dropout)
     model = Transformer(model_config).to(device)
+    if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
+        torch.manual_seed(config.seed * 1000 + ranks.rank)
     optimizer = build_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
-    state = {"step": 0, "best_exact_match": -1.0, "train_config": asdict(config), "model_config": asdict(model_config),
+    state = {"step": 0, "examples_seen": 0, "best_exact_match": -1.0, "train_config": asdict(config), "model_config": asdict(model_config),
              "vocab": tokenizer.vocab, "data_format": data_format, "operand_width": datasets["train"].operand_width,
              "train_data_fingerprint": datasets["train"].fingerprint(),
              "precision": precision.description, "training_seconds": 0.0, "evaluation_seconds": 0.0,
@@ -327,18 +402,28 @@ def train(config, explicit_flags=frozenset()):
             group["fused"] = True
         if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
             scaler.load_state_dict(checkpoint["scaler"])
-        ckpt.restore_rng_state(checkpoint["rng"])
+        restore_rng(checkpoint["rng"], ranks, checkpoint_source, config.seed + checkpoint["step"])
         state.update({key: checkpoint[key] for key in ("step", "best_exact_match", "training_seconds",
                                                        "evaluation_seconds", "log_history") if key in checkpoint})
+        # Checkpoints before data parallelism counted only steps, of one process's batch.
+        state["examples_seen"] = checkpoint.get("examples_seen", examples_seen_at(state["step"], num_train,
+                                                                                  config.batch_size))
         if "log_history" not in checkpoint:
             log.warning(f"{checkpoint_source} predates the training clock: {TRAINER_STATE_FILE} counts training "
                         f"time and history from this resume on, not from the start of the run")
-        log.info(f"resuming {checkpoint_source} at step {state['step']}/{total_steps}")
-    write_json(config_path, {"train_config": asdict(config), "model_config": asdict(model_config),
+    total_steps = state["step"] + steps_remaining(state["examples_seen"], num_train, config.num_epochs,
+                                                  examples_per_step)
+    steps_per_epoch = math.ceil(num_train / examples_per_step)
+    if checkpoint:
+        log.info(f"resuming {checkpoint_source} at step {state['step']}/{total_steps} (example "
+                 f"{state['examples_seen'] % num_train} of epoch {state['examples_seen'] // num_train + 1})")
+    if ranks.is_main:
+        write_json(config_path, {"train_config": asdict(config), "model_config": asdict(model_config),
                              "num_parameters": model.num_parameters(), "vocab": tokenizer.vocab,
                              "data_format": data_format,
-                             "train_examples": len(datasets["train"]), "steps_per_epoch": steps_per_epoch,
-                             "total_steps": total_steps})
+                                 "train_examples": num_train, "world_size": ranks.world_size,
+                                 "global_batch_size": examples_per_step, "steps_per_epoch": steps_per_epoch,
+                                 "total_steps": total_steps})
 
     test_results_path = os.path.join(config.output_dir, TEST_RESULTS_FILE)
     if state["step"] >= total_steps and os.path.exists(test_results_path):
@@ -349,12 +434,16 @@ def train(config, explicit_flags=frozenset()):
 
     # The compiled model trains; the raw one (same parameters) is evaluated and saved, as nanoGPT/nanochat do.
     step_model = compile_for_training(model) if config.compile else model
+    if ranks.distributed:
+        step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     log.info(f"model {config.model_size}: {model.num_parameters():,} parameters | {config.num_epochs} epochs x "
-             f"{steps_per_epoch} steps of batch {config.batch_size} = {total_steps} steps | device {device} | "
-             f"precision {precision.description}{' | torch.compile' if config.compile else ''}")
+             f"{steps_per_epoch} steps of global batch {examples_per_step} ({config.batch_size} per process x "
+             f"{ranks.world_size} processes x {config.gradient_accumulation_steps} accumulation steps) = "
+             f"{total_steps} steps | device {device} | precision {precision.description}"
+             f"{' | torch.compile' if config.compile else ''}")
     log.info(f"data loading: batches are index slices of tensors already on {device}, taken in this process; "
              f"no worker processes are started (--num-workers {config.num_workers} has nothing to do here)")
-    tracker = start_tracking(not config.no_wandb, config.wandb_project, config.output_dir,
+    tracker = start_tracking(not config.no_wandb and ranks.is_main, config.wandb_project, config.output_dir,
                              {**asdict(config), "num_parameters": model.num_parameters()})
 
     # Loop
@@ -367,24 +456,30 @@ def train(config, explicit_flags=frozenset()):
     interval_start = clock.seconds
     with StopRequest() as stop, logging_redirect_tqdm(), \
             tqdm(total=total_steps, initial=step, desc="training", unit="step", dynamic_ncols=True,
-                 disable=None) as progress:  # None: a bar on a terminal, none in log files
-        for epoch in range(step // steps_per_epoch, config.num_epochs):
-            order = epoch_order(len(datasets["train"]), config.seed, epoch)
-            for inputs, targets in epoch_batches(datasets["train"], order, config.batch_size, step % steps_per_epoch):
+                 disable=None if ranks.is_main else True) as progress:  # None: a bar on a terminal only
+        for epoch in range(state["examples_seen"] // num_train, config.num_epochs):
+            order = epoch_order(num_train, config.seed, epoch)
+            for micro_batches, step_examples in step_batches(datasets["train"], order, config.batch_size, ranks,
+                                                             config.gradient_accumulation_steps,
+                                                             state["examples_seen"] - epoch * num_train):
                 learning_rate = learning_rate_at(step, config, total_steps)
-                loss, grad_norm = train_step(step_model, optimizer, scaler, inputs, targets, learning_rate, config,
+                loss, grad_norm = train_step(step_model, optimizer, scaler, micro_batches, learning_rate, config,
                                              device, precision)
                 step += 1
                 state["step"] = step
+                state["examples_seen"] += step_examples
                 progress.update()
                 loss_sum += loss
                 grad_norm_sum += grad_norm
                 interval_steps += 1
-                interval_tokens += inputs.numel()
+                interval_tokens += sum(inputs.numel() for inputs, _, _ in micro_batches)
+                stopping = stop_requested_anywhere(stop, ranks, device)
 
                 if step % config.logging_steps == 0 or step == total_steps:
                     seconds = clock.read()
-                    metrics = {"train/loss": check_finite(loss_sum.item(), step) / interval_steps,
+                    interval_loss, interval_tokens = all_reduce_sum(
+                        torch.stack([loss_sum, torch.tensor(float(interval_tokens), device=device)])).tolist()
+                    metrics = {"train/loss": check_finite(interval_loss / ranks.world_size, step) / interval_steps,
                                "train/learning_rate": learning_rate,
                                "train/grad_norm": grad_norm_sum.item() / interval_steps,
                                "train/tokens_per_second": interval_tokens / (seconds - interval_start),
@@ -404,11 +499,11 @@ def train(config, explicit_flags=frozenset()):
                     interval_start = seconds
 
                 evaluating = step % config.eval_steps == 0 or step == total_steps
-                saving = step % config.save_steps == 0 or step == total_steps or stop.requested
+                saving = step % config.save_steps == 0 or step == total_steps or stopping
                 if evaluating or saving:
                     state["training_seconds"] = clock.read()  # evaluation and saving are not training time
-                    if interval_steps:
-                        check_finite(loss_sum.item(), step)  # a diverged model is neither evaluated nor saved
+                    if interval_steps:  # a diverged model is neither evaluated nor saved, on any rank
+                        check_finite(all_reduce_sum(loss_sum.clone()).item(), step)
                 if evaluating:
                     metrics = run_evaluation(model, datasets["val"], tokenizer, config, device, precision, "val")
                     check_finite(metrics["loss"], step)  # the last update can break weights after a finite loss
@@ -419,26 +514,33 @@ def train(config, explicit_flags=frozenset()):
                                                  **val_metrics})
                     if metrics["exact_match"] > state["best_exact_match"]:
                         state["best_exact_match"] = metrics["exact_match"]
-                        save_best_model(model, state, metrics, config)
+                        if ranks.is_main:
+                            save_best_model(model, state, metrics, config)
                 if saving:
-                    save_training_checkpoint({**state, "model": model.state_dict(),
-                                              "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()},
-                                             config)
+                    rng_states = all_gather_objects(ckpt.capture_rng_state())
+                    if ranks.is_main:
+                        save_training_checkpoint({**state, "model": model.state_dict(),
+                                                  "optimizer": optimizer.state_dict(),
+                                                  "scaler": scaler.state_dict()}, config, rng_states)
                 if evaluating or saving:
-                    write_trainer_state(state, config, total_steps)
+                    if ranks.is_main:
+                        write_trainer_state(state, config, total_steps)
                     clock.restart()
-                if stop.requested:
+                if stopping:
                     log.warning(f"stopped at step {step}/{total_steps}; run the same command to resume")
                     tracker.finish()
                     return None
 
     # End: final weights, then the best model (by val exact match) on the held-out test split
-    ckpt.save_atomic(model.state_dict(), os.path.join(config.output_dir, FINAL_MODEL_FILE))
+    if ranks.is_main:
+        ckpt.save_atomic(model.state_dict(), os.path.join(config.output_dir, FINAL_MODEL_FILE))
+    barrier()  # best_model.pt is complete before any rank reads it
     best = ckpt.load_checkpoint(os.path.join(config.output_dir, ckpt.BEST_MODEL))
     model.load_state_dict(best["model"])
     test_metrics = run_evaluation(model, datasets["test"], tokenizer, config, device, precision, "test")
     test_metrics.update(model_file=ckpt.BEST_MODEL, model_step=best["step"])
-    write_json(test_results_path, test_metrics)
+    if ranks.is_main:
+        write_json(test_results_path, test_metrics)
     tracker.set_summary({f"test/{k}": test_metrics[k] for k in ("loss", "token_accuracy", "exact_match")})
     tracker.finish()
     log.info(f"done: test exact match {test_metrics['exact_match']:.4f} after {state['training_seconds']:.1f} s of "

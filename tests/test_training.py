@@ -11,7 +11,8 @@ import torch
 
 from src.data import ArithmeticDataset, DataConfig, generate_splits
 from src.tokenizer import Tokenizer
-from src.trainer import TrainConfig, epoch_batches, epoch_order, learning_rate_at
+from src.distributed import Ranks
+from src.trainer import TrainConfig, epoch_order, learning_rate_at, step_batches
 from tests.conftest import interrupt_training, run_script, train_args
 
 
@@ -110,20 +111,42 @@ def test_nan_loss_stops_with_a_message_before_anything_is_saved(data_dir, tmp_pa
     assert not list((tmp_path / "run").glob("*.pt")) and not (tmp_path / "run" / "pytorch_model.bin").exists()
 
 
-def test_epoch_batches_cover_every_example_once_from_the_resume_point():
+def test_step_batches_cover_every_example_once_from_the_resume_point():
     dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer(), 32)
     order = epoch_order(len(dataset), seed=0, epoch=0)
     assert sorted(order.tolist()) == list(range(len(dataset)))
-    batches = list(epoch_batches(dataset, order, batch_size=10))
-    assert len(batches) == math.ceil(len(dataset) / 10)
-    for index, (inputs, targets) in enumerate(batches):
+    steps = list(step_batches(dataset, order, batch_size=10))
+    assert len(steps) == math.ceil(len(dataset) / 10)
+    for index, (micro_batches, num_examples) in enumerate(steps):
+        [(inputs, targets, weight)] = micro_batches
         rows = order[index * 10:(index + 1) * 10]
         longest = int(dataset.lengths[rows].max())  # padded only to the longest of its own batch
         assert torch.equal(inputs, dataset.tokens[rows, :longest - 1])
         assert torch.equal(targets, dataset.targets[rows, 1:longest])
-    resumed = list(epoch_batches(dataset, order, batch_size=10, first_batch=4))
-    assert len(resumed) == len(batches) - 4
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, batches[4:]))
+        assert weight == 1.0 and num_examples == len(rows)
+    resumed = list(step_batches(dataset, order, batch_size=10, first_example=40))
+    assert len(resumed) == len(steps) - 4
+    assert all(torch.equal(a[0][0][0], b[0][0][0]) for a, b in zip(resumed, steps[4:]))
+
+
+def test_ranks_and_micro_steps_split_each_global_batch_and_weigh_it_by_answer_tokens():
+    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer(), 32)
+    order = epoch_order(len(dataset), seed=0, epoch=0)  # 104 examples: 6 steps of 16, then 8
+    answer_tokens = dataset.lengths - dataset.prompt_lengths
+    seen, weights = [], []
+    for rank in (0, 1):
+        for step, (micro_batches, num_examples) in enumerate(
+                step_batches(dataset, order, 4, Ranks(rank, rank, 2), accumulation_steps=2)):
+            for micro_step, (inputs, _, weight) in enumerate(micro_batches):
+                part = torch.tensor_split(torch.arange(step * 16, min(step * 16 + 16, 104)), 4)[micro_step * 2 + rank]
+                assert inputs.shape[0] == len(part)
+                seen += order[part].tolist()
+                weights.append((step, weight))
+                expected = 2 * answer_tokens[order[part]].sum() / answer_tokens[order[step * 16:step * 16 + 16]].sum()
+                assert weight == pytest.approx(float(expected))
+    assert sorted(seen) == list(range(104))  # each example once per epoch, over both ranks
+    for step in range(7):  # per step, the weights of both ranks' micro-batches average to 1 (DDP averages)
+        assert sum(w for s, w in weights if s == step) / 2 == pytest.approx(1.0)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")

@@ -1,0 +1,79 @@
+"""Data parallelism with torch.distributed, set up from torchrun's environment; one process, one device.
+
+Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for a single process.
+"""
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from src.errors import ConfigError
+from src.runtime import select_device
+
+# A rank that waits longer than this on a collective gives up with an error instead of hanging: a dead peer then
+# stops the job in bounded time, and torchrun can restart it.
+COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+
+def setup_distributed(device_name):
+    """(Ranks, device). Under torchrun: joins the process group (nccl on CUDA, gloo on CPU) and takes the GPU of
+    its local rank. Otherwise a single process on `select_device(device_name)`."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Ranks(), select_device(device_name)
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world_size)
+    device = select_device(device_name)
+    if device.type == "cuda":
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {ranks.local_rank} has no GPU ({torch.cuda.device_count()} visible): "
+                              f"start at most that many processes per node")
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT,
+                                device_id=device if device.type == "cuda" else None)
+    return ranks, device
+
+
+def teardown():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor):
+    """Sums `tensor` over all ranks in place (a no-op for one process); returns it."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def all_gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...]; [obj] for one process."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
