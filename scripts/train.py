@@ -10,6 +10,7 @@ import os
 import sys
 
 from src.cli import run_main
+from src.distributed import PeerLost, is_peer_failure
 from src.distributed import teardown as teardown_distributed
 from src.logging_setup import setup_logging
 from src.model import MODEL_SIZES
@@ -109,6 +110,12 @@ def main():
         setup_logging(level=logging.WARNING)
     try:
         train(config, explicit_flags)
+    except Exception as error:
+        if not is_peer_failure(error):
+            raise
+        raise PeerLost(f"rank {os.environ.get('RANK')}: another process of this job is gone "
+                       f"({str(error).splitlines()[0][:160]}); stopping. Run the same torchrun command to resume "
+                       f"from the last checkpoint, or give torchrun --max-restarts N to do that automatically") from None
     finally:
         teardown_distributed()
 

@@ -10,12 +10,24 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from src.errors import ConfigError
+from src.errors import ConfigError, UserError
 from src.runtime import select_device
 
 # A rank that waits longer than this on a collective gives up with an error instead of hanging: a dead peer then
 # stops the job in bounded time, and torchrun can restart it.
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=60)
+
+
+class PeerLost(UserError):
+    """Another process of the job died or hung: this one cannot go on."""
+
+
+def is_peer_failure(error):
+    """Whether `error` is a collective that failed because another process is gone (gloo and NCCL raise these as
+    RuntimeErrors that name the transport)."""
+    return dist.is_initialized() and (isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError)
+        and any(sign in str(error) for sign in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out"))))
 
 
 @dataclass(frozen=True)
