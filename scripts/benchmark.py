@@ -3,6 +3,7 @@
     python scripts/benchmark.py               # CPU: sizes x fp32/bf16 x batch 32/128, eval, data, time to 99%
     python scripts/benchmark.py --compile     # also torch.compile rows
     python scripts/benchmark.py --parts training --sizes small --batch-sizes 32,256
+    python scripts/benchmark.py --parts data-parallel      # train.py on 1 process against torchrun on 2
 
 MFU counts 6 x parameters x tokens per training step against the matrix-product peak measured in the same run.
 """
@@ -29,7 +30,7 @@ from src.tokenizer import Tokenizer
 from src.trainer import TrainConfig
 
 log = logging.getLogger("benchmark")
-PARTS = ("training", "data", "time-to-accuracy", "evaluation")
+PARTS = ("training", "data", "time-to-accuracy", "evaluation", "data-parallel")
 # The fastest configuration found for 2-digit addition on the 2-core CPU (README, Speed): the time-to-99% row.
 FASTEST_FORMAT = "padded-reversed"
 FASTEST_CONFIG = dict(model_size="tiny", batch_size=64, learning_rate=3e-3, warmup_steps=50, num_epochs=12,
@@ -55,7 +56,8 @@ def build_parser():
     parser.add_argument("--compile", action="store_true", help="also measure each row with torch.compile")
     parser.add_argument("--profile", action="store_true",
                         help="after timing, profile each row (torch.profiler) and show where its step time goes")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per row and round (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="timed training steps per row and round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds over all rows, interleaved so that noise hits all alike (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
@@ -65,6 +67,12 @@ def build_parser():
                         help="batch of the KV-cached decoder (default: %(default)s)")
     parser.add_argument("--generation-examples", type=int, default=1_000_000,
                         help="problems to generate in the data part (default: %(default)s)")
+    parser.add_argument("--data-parallel-processes", type=int,
+                        help="processes of the data-parallel row (default: 2 on CPU, every GPU on CUDA)")
+    parser.add_argument("--data-parallel-size", default="small",
+                        help="model size of the data-parallel row (default: %(default)s)")
+    parser.add_argument("--data-parallel-batch-size", type=int, default=32,
+                        help="per-process batch of the data-parallel row (default: %(default)s)")
     parser.add_argument("--seeds", default="42,1,2",
                         help="seeds (data and model) of the time-to-accuracy runs (default: %(default)s)")
     parser.add_argument("--output-file", help="JSON results (default: logs/benchmark-<device>.json)")
@@ -134,6 +142,24 @@ def measure_evaluation(args, device, run_dir, splits):
              f"{result['naive_problems_per_second']:,.0f} problems/s: {result['speedup']:.1f}x; identical answers: "
              f"{result['identical']}; exact match {result['exact_match']:.4f}")
     return result
+
+
+def measure_data_parallel(args, device, splits, data_config):
+    """train.py with 1 process against torchrun with --data-parallel-processes, the same per-process batch."""
+    processes = args.data_parallel_processes or (torch.cuda.device_count() if device.type == "cuda" else 2)
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        write_splits(os.path.join(directory, "data"), splits, data_config)
+        for count in (1, processes):
+            row = bench.data_parallel_throughput(os.path.join(directory, "data"),
+                                                 os.path.join(directory, f"run-{count}"), count,
+                                                 args.data_parallel_size, args.data_parallel_batch_size)
+            rows.append(row)
+            log.info(f"data parallel: {count} process(es) x batch {row['batch_size_per_process']} "
+                     f"({row['model_size']}): {row['tokens_per_second']:,.0f} tokens/s")
+    speedup = rows[1]["tokens_per_second"] / rows[0]["tokens_per_second"]
+    log.info(f"data parallel: {processes} processes give {speedup:.2f}x the tokens/s of one")
+    return rows
 
 
 def target_checks(results):
@@ -220,10 +246,14 @@ def main():
                 logging.getLogger("src").setLevel(logging.NOTSET)
                 results["time_to_accuracy"].append({"seed": seed, "format": FASTEST_FORMAT, **result})
                 log.info(f"seed {seed}: 99% val exact match after {result['training_seconds'] or float('nan'):.2f} s "
-                         f"of training steps (step {result['step']}), {result['evaluation_seconds_until_then'] or 0:.2f} "
-                         f"s of evaluation until then; final test exact match {result['final_test_exact_match']:.4f}")
+                         f"of training steps (step {result['step']}), "
+                         f"{result['evaluation_seconds_until_then'] or 0:.2f} s of evaluation until then; final test "
+                         f"exact match {result['final_test_exact_match']:.4f}")
                 if "evaluation" in parts and "evaluation" not in results:  # the first seed's model
                     results["evaluation"] = measure_evaluation(args, device, run_dir, fast_splits)
+
+    if "data-parallel" in parts:
+        results["data_parallel"] = measure_data_parallel(args, device, splits, data_config)
 
     results["targets"] = target_checks(results)
     for check in results["targets"]:

@@ -62,7 +62,8 @@ def main():
     log.info(f"evaluating {model_path} (step {checkpoint.get('step', '?')}, {model.num_parameters():,} parameters) "
              f"on {data_path} ({len(dataset)} problems, device {device})")
 
-    results = evaluate(model, dataset, tokenizer, args.batch_size, device, select_precision(device, args.fp16, args.bf16),
+    precision = select_precision(device, args.fp16, args.bf16)
+    results = evaluate(model, dataset, tokenizer, args.batch_size, device, precision,
                        num_mistakes=args.num_mistakes)
     results.update(checkpoint=model_path, data_path=data_path)
 

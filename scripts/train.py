@@ -115,7 +115,8 @@ def main():
             raise
         raise PeerLost(f"rank {os.environ.get('RANK')}: another process of this job is gone "
                        f"({str(error).splitlines()[0][:160]}); stopping. Run the same torchrun command to resume "
-                       f"from the last checkpoint, or give torchrun --max-restarts N to do that automatically") from None
+                       f"from the last checkpoint, or give torchrun --max-restarts N to do that "
+                       f"automatically") from None
     finally:
         teardown_distributed()
 

@@ -203,6 +203,23 @@ def data_generation_seconds(num_examples, max_digits):
         return time.perf_counter() - start
 
 
+def data_parallel_throughput(data_dir, output_dir, processes, model_size, batch_size, num_epochs=1):
+    """Training tokens/s of `train.py` itself with `processes` data-parallel processes (torchrun, gloo on CPU) or
+    one plain process: the median over its logged intervals after the first, read from its trainer state."""
+    train_script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train.py")
+    launcher = ([os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", str(processes)]
+                if processes > 1 else [sys.executable])
+    subprocess.run([*launcher, train_script, "--data-dir", data_dir, "--output-dir", output_dir, "--model-size",
+                    model_size, "--batch-size", str(batch_size), "--num-epochs", str(num_epochs), "--logging-steps",
+                    "10", "--eval-steps", str(10**9), "--save-steps", str(10**9), "--no-wandb"],
+                   check=True, capture_output=True)
+    with open(os.path.join(output_dir, "trainer_state.json")) as f:
+        history = json.load(f)["log_history"]
+    rates = [entry["train/tokens_per_second"] for entry in history if "train/tokens_per_second" in entry]
+    return {"processes": processes, "model_size": model_size, "batch_size_per_process": batch_size,
+            "tokens_per_second": statistics.median(rates[1:] or rates)}
+
+
 def time_to_accuracy(config, target):
     """Trains `config` through train.py's loop and reads its trainer state: the seconds of training steps until
     the val exact match first reached `target`, the evaluation seconds spent until then, and the final test result."""

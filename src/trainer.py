@@ -64,7 +64,8 @@ class TrainConfig:
     seed: int = 42
 
     def __post_init__(self):
-        at_least_one = ["max_length", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "num_epochs", "save_steps", "eval_steps",
+        at_least_one = ["max_length", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "num_epochs",
+                        "save_steps", "eval_steps",
                         "logging_steps", "keep_checkpoints"]
         problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
                     for name in at_least_one if getattr(self, name) < 1]
@@ -381,7 +382,8 @@ def train(config, explicit_flags=frozenset()):
         torch.manual_seed(config.seed * 1000 + ranks.rank)
     optimizer = build_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
-    state = {"step": 0, "examples_seen": 0, "best_exact_match": -1.0, "train_config": asdict(config), "model_config": asdict(model_config),
+    state = {"step": 0, "examples_seen": 0, "best_exact_match": -1.0, "train_config": asdict(config),
+             "model_config": asdict(model_config),
              "vocab": tokenizer.vocab, "data_format": data_format, "operand_width": datasets["train"].operand_width,
              "train_data_fingerprint": datasets["train"].fingerprint(),
              "precision": precision.description, "training_seconds": 0.0, "evaluation_seconds": 0.0,
@@ -483,13 +485,14 @@ def train(config, explicit_flags=frozenset()):
                                "train/learning_rate": learning_rate,
                                "train/grad_norm": grad_norm_sum.item() / interval_steps,
                                "train/tokens_per_second": interval_tokens / (seconds - interval_start),
-                               "train/epoch": step / steps_per_epoch,
+                               "train/epoch": state["examples_seen"] / num_train,
                                "train/training_seconds": seconds}
+                    eta = format_duration((total_steps - step) * (seconds - interval_start) / interval_steps)
                     log.info(f"step {step}/{total_steps} | epoch {metrics['train/epoch']:.2f} | "
                              f"loss {metrics['train/loss']:.4f} | lr {learning_rate:.2e} | "
                              f"grad norm {metrics['train/grad_norm']:.3f} | "
                              f"{metrics['train/tokens_per_second']:,.0f} tokens/s | "
-                             f"ETA {format_duration((total_steps - step) * (seconds - interval_start) / interval_steps)}")
+                             f"ETA {eta}")
                     progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                     tracker.log(metrics, step=step)
                     state["log_history"].append({"step": step, **metrics})
