@@ -145,20 +145,23 @@ def measure_evaluation(args, device, run_dir, splits):
 
 
 def measure_data_parallel(args, device, splits, data_config):
-    """train.py with 1 process against torchrun with --data-parallel-processes, the same per-process batch."""
+    """train.py on 1 process, torchrun on N with the same per-process batch, and 1 process with the same global
+    batch as the N: the last pair isolates what data parallelism itself costs (all-reduce, extra processes)."""
     processes = args.data_parallel_processes or (torch.cuda.device_count() if device.type == "cuda" else 2)
+    batch_size = args.data_parallel_batch_size
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         write_splits(os.path.join(directory, "data"), splits, data_config)
-        for count in (1, processes):
+        for count, batch in ((1, batch_size), (processes, batch_size), (1, batch_size * processes)):
             row = bench.data_parallel_throughput(os.path.join(directory, "data"),
-                                                 os.path.join(directory, f"run-{count}"), count,
-                                                 args.data_parallel_size, args.data_parallel_batch_size)
+                                                 os.path.join(directory, f"run-{count}-{batch}"), count,
+                                                 args.data_parallel_size, batch)
             rows.append(row)
-            log.info(f"data parallel: {count} process(es) x batch {row['batch_size_per_process']} "
-                     f"({row['model_size']}): {row['tokens_per_second']:,.0f} tokens/s")
-    speedup = rows[1]["tokens_per_second"] / rows[0]["tokens_per_second"]
-    log.info(f"data parallel: {processes} processes give {speedup:.2f}x the tokens/s of one")
+            log.info(f"data parallel: {count} process(es) x batch {batch} ({row['model_size']}): "
+                     f"{row['tokens_per_second']:,.0f} tokens/s")
+    same_batch, same_global_batch = (rows[1]["tokens_per_second"] / rows[i]["tokens_per_second"] for i in (0, 2))
+    log.info(f"data parallel: {processes} processes give {same_batch:.2f}x the tokens/s of one at the same "
+             f"per-process batch, and {same_global_batch:.2f}x that of one process with the same global batch")
     return rows
 
 
