@@ -207,7 +207,8 @@ def data_parallel_throughput(data_dir, output_dir, processes, model_size, batch_
     """Training tokens/s of `train.py` itself with `processes` data-parallel processes (torchrun, gloo on CPU) or
     one plain process: the median over its logged intervals after the first, read from its trainer state."""
     train_script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train.py")
-    launcher = ([os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", str(processes)]
+    launcher = ([os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node",
+                 str(processes)]
                 if processes > 1 else [sys.executable])
     subprocess.run([*launcher, train_script, "--data-dir", data_dir, "--output-dir", output_dir, "--model-size",
                     model_size, "--batch-size", str(batch_size), "--num-epochs", str(num_epochs), "--logging-steps",

@@ -18,14 +18,15 @@ TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 # 320 training problems; 10 steps of a global batch of 32 in fp32, no dropout: 2 x 16 = 32 x 1 = 16 x 2 accumulated
 EQUIVALENCE_FLAGS = ["--model-size", "tiny", "--num-epochs", 1, "--learning-rate", 1e-3, "--warmup-steps", 2,
                      "--logging-steps", 1, "--eval-steps", 10, "--save-steps", 10, "--no-wandb"]
-# 1600 training problems, 2 x 16 per step: 50 steps per epoch, 400 steps; dropout, checkpoints inside epochs
+# conftest's data_dir: 1600 training problems, 2 x 16 per step: 50 steps per epoch, 400 steps; dropout,
+# checkpoints inside epochs
 FAULT_FLAGS = ["--model-size", "tiny", "--batch-size", 16, "--num-epochs", 8, "--learning-rate", 3e-3,
                "--warmup-steps", 20, "--dropout", 0.1, "--save-steps", 30, "--eval-steps", 100, "--logging-steps", 50,
                "--no-wandb"]
 
 
 def torchrun(*args, home, max_restarts=0, wait=True):
-    command = [TORCHRUN, "--nproc_per_node", "2", "--max-restarts", str(max_restarts),
+    command = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "--max-restarts", str(max_restarts),
                os.path.join(REPO_ROOT, "scripts", "train.py"), *map(str, args)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=script_env(home), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
@@ -123,23 +124,15 @@ def test_sharded_evaluation_equals_one_process_on_the_same_split(small_data, two
 
 
 @pytest.fixture(scope="module")
-def fault_data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fault_data")
-    config = DataConfig(num_examples=2000, seed=0)
-    write_splits(str(path), generate_splits(config), config)
-    return path
-
-
-@pytest.fixture(scope="module")
-def uninterrupted_two_process_run(fault_data, tmp_path_factory):
+def uninterrupted_two_process_run(data_dir, tmp_path_factory):
     home, output_dir = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("uninterrupted")
-    torchrun("--data-dir", fault_data, "--output-dir", output_dir, *FAULT_FLAGS, home=home)
+    torchrun("--data-dir", data_dir, "--output-dir", output_dir, *FAULT_FLAGS, home=home)
     return output_dir
 
 
-def test_a_killed_rank_stops_the_job_quickly_with_a_clear_message(fault_data, tmp_path):
+def test_a_killed_rank_stops_the_job_quickly_with_a_clear_message(data_dir, tmp_path):
     output_dir = tmp_path / "run"
-    process = torchrun("--data-dir", fault_data, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path, wait=False)
+    process = torchrun("--data-dir", data_dir, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path, wait=False)
     seconds, output = kill_rank_after(process, output_dir, 120)
     assert process.returncode != 0 and seconds < 60
     assert "rank 0: another process of this job is gone" in output and "--max-restarts" in output
@@ -147,9 +140,9 @@ def test_a_killed_rank_stops_the_job_quickly_with_a_clear_message(fault_data, tm
 
 
 def test_torchrun_restarts_after_a_killed_rank_and_ends_with_the_weights_of_an_uninterrupted_run(
-        fault_data, uninterrupted_two_process_run, tmp_path):
+        data_dir, uninterrupted_two_process_run, tmp_path):
     output_dir = tmp_path / "run"
-    process = torchrun("--data-dir", fault_data, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path,
+    process = torchrun("--data-dir", data_dir, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path,
                        max_restarts=1, wait=False)
     _, output = kill_rank_after(process, output_dir, 120)
     assert process.returncode == 0, output
@@ -159,13 +152,13 @@ def test_torchrun_restarts_after_a_killed_rank_and_ends_with_the_weights_of_an_u
         assert torch.equal(value, expected[key]), key
 
 
-def test_a_two_process_run_resumes_on_one_process_without_replaying_or_skipping_data(fault_data, tmp_path):
+def test_a_two_process_run_resumes_on_one_process_without_replaying_or_skipping_data(data_dir, tmp_path):
     output_dir = tmp_path / "run"
-    process = torchrun("--data-dir", fault_data, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path, wait=False)
+    process = torchrun("--data-dir", data_dir, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path, wait=False)
     kill_rank_after(process, output_dir, 90)
     checkpoint = torch.load(output_dir / "checkpoint-90.pt", weights_only=True)
     assert checkpoint["examples_seen"] == 90 * 32 and len(checkpoint["rng"]) == 2
-    resumed = run_script("train.py", "--data-dir", fault_data, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path)
+    resumed = run_script("train.py", "--data-dir", data_dir, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path)
     assert "resuming" in resumed.stderr and "example 1280 of epoch 2" in resumed.stderr
     assert "holds the RNG states of 2 processes and this run has 1" in resumed.stderr
     state = json.loads((output_dir / "trainer_state.json").read_text())
