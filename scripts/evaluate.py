@@ -55,7 +55,8 @@ def main():
     if dataset.format != model_format:
         raise ConfigError(f"{data_path}: its problems are in the {dataset.format!r} format, but {model_path} was "
                           f"trained on {model_format!r}; evaluate it on data generated with --format {model_format}")
-    if dataset.operand_width != checkpoint.get("operand_width"):
+    # best_model.pt files from before widths were recorded lack the key: nothing to check against then
+    if "operand_width" in checkpoint and dataset.operand_width != checkpoint["operand_width"]:
         raise ConfigError(f"{data_path}: its operands are padded to {dataset.operand_width} digits, but {model_path} "
                           f"learned {checkpoint.get('operand_width')}; generate the data with --max-digits "
                           f"{checkpoint.get('operand_width')}")

@@ -113,8 +113,9 @@ def main():
     except Exception as error:
         if not is_peer_failure(error):
             raise
+        first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]
         raise PeerLost(f"rank {os.environ.get('RANK')}: another process of this job is gone "
-                       f"({str(error).splitlines()[0][:160]}); stopping. Run the same torchrun command to resume "
+                       f"({first_line}); stopping. Run the same torchrun command to resume "
                        f"from the last checkpoint, or give torchrun --max-restarts N to do that "
                        f"automatically") from None
     finally:

@@ -110,5 +110,6 @@ def restore_rng_state(state):
     np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
                          numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    # A run may resume on a node with fewer GPUs visible: each device restores the state saved for its index.
+    for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()] if torch.cuda.is_available() else []):
+        torch.cuda.set_rng_state(cuda_state, index)

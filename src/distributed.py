@@ -13,9 +13,10 @@ import torch.distributed as dist
 from src.errors import ConfigError, UserError
 from src.runtime import select_device
 
-# A rank that waits longer than this on a collective gives up with an error instead of hanging: a dead peer then
-# stops the job in bounded time, and torchrun can restart it.
-COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=60)
+# A rank that waits longer than this on a collective gives up with an error instead of hanging (a peer that died
+# is usually noticed at once; this bounds a hung one). Generous: rank 0 alone may be starting W&B or writing a
+# checkpoint, and with --compile each rank compiles its own batch shapes, while the others wait.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 
 
 class PeerLost(UserError):
@@ -23,11 +24,11 @@ class PeerLost(UserError):
 
 
 def is_peer_failure(error):
-    """Whether `error` is a collective that failed because another process is gone (gloo and NCCL raise these as
-    RuntimeErrors that name the transport)."""
+    """Whether `error` is a collective that failed because another process is gone: torch's distributed errors, or
+    the RuntimeErrors in which gloo reports a closed connection."""
     return dist.is_initialized() and (isinstance(error, dist.DistError) or (
         isinstance(error, RuntimeError)
-        and any(sign in str(error) for sign in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out"))))
+        and any(sign in str(error) for sign in ("Connection reset by peer", "Connection closed by peer"))))
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,20 @@ def setup_distributed(device_name):
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT,
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=restart_store(ranks),
+                                rank=ranks.rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT,
                                 device_id=device if device.type == "cuda" else None)
     return ranks, device
+
+
+def restart_store(ranks):
+    """The rendezvous store of torchrun's environment (its agent's, or one rank 0 hosts, as env:// does), with keys
+    prefixed by the restart count: a group restarted by --max-restarts otherwise could read the addresses that the
+    workers before the restart left in the same store, and fail to connect (seen with gloo)."""
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ranks.world_size,
+                          is_master=ranks.is_main and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True",
+                          timeout=COLLECTIVE_TIMEOUT)
+    return dist.PrefixStore(f"restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def teardown():

@@ -91,10 +91,16 @@ TEST_RESULTS_FILE = "test_results.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
-def learning_rate_at(step, config, total_steps):
-    """Linear warmup to the peak, then cosine decay to min_learning_rate_ratio x peak at the last step."""
+def warmup_steps_for(config, total_steps):
+    """The warmup, capped at half the run so that a short run still decays."""
+    return min(config.warmup_steps, total_steps // 2)
+
+
+def learning_rate_at(step, config, total_steps, warmup=None):
+    """Linear warmup to the peak, then cosine decay to min_learning_rate_ratio x peak at the last step. `warmup`
+    is fixed when a run starts, so a resume with another global batch (and so another total) does not warm up anew."""
     peak = config.learning_rate
-    warmup = min(config.warmup_steps, total_steps // 2)
+    warmup = warmup_steps_for(config, total_steps) if warmup is None else warmup
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
@@ -207,9 +213,9 @@ def resolve_config(config, explicit_flags, saved_config, source):
 
 def ensure_dataset(data_dir, seed, ranks=Ranks()):
     """A missing dataset is generated with the defaults; a partial one is an error (never silently replaced).
-    Generation is deterministic, so under torchrun the first process of each node writes it and the rest wait."""
+    Under torchrun rank 0 writes it (the data dir is on a filesystem all nodes share) and the rest wait."""
     missing = [split for split in SPLITS if not os.path.exists(split_path(data_dir, split))]
-    if not missing or ranks.local_rank != 0:
+    if not missing or not ranks.is_main:
         barrier()
         return
     if len(missing) < len(SPLITS):
@@ -416,23 +422,22 @@ def train(config, explicit_flags=frozenset()):
     total_steps = state["step"] + steps_remaining(state["examples_seen"], num_train, config.num_epochs,
                                                   examples_per_step)
     steps_per_epoch = math.ceil(num_train / examples_per_step)
+    state["warmup"] = (checkpoint or {}).get("warmup", warmup_steps_for(config, total_steps))
     if checkpoint:
         log.info(f"resuming {checkpoint_source} at step {state['step']}/{total_steps} (example "
                  f"{state['examples_seen'] % num_train} of epoch {state['examples_seen'] // num_train + 1})")
-    if ranks.is_main:
-        write_json(config_path, {"train_config": asdict(config), "model_config": asdict(model_config),
-                             "num_parameters": model.num_parameters(), "vocab": tokenizer.vocab,
-                             "data_format": data_format,
-                                 "train_examples": num_train, "world_size": ranks.world_size,
-                                 "global_batch_size": examples_per_step, "steps_per_epoch": steps_per_epoch,
-                                 "total_steps": total_steps})
-
     test_results_path = os.path.join(config.output_dir, TEST_RESULTS_FILE)
     if state["step"] >= total_steps and os.path.exists(test_results_path):
         log.info(f"{config.output_dir}: this run is already finished ({total_steps} steps); results are in "
                  f"{test_results_path}. Use a new --output-dir to train again")
         with open(test_results_path) as f:
             return json.load(f)
+    if ranks.is_main:  # the layout of this (re)start: world size and global batch may differ from the last one
+        write_json(config_path, {"train_config": asdict(config), "model_config": asdict(model_config),
+                                 "num_parameters": model.num_parameters(), "vocab": tokenizer.vocab,
+                                 "data_format": data_format, "train_examples": num_train,
+                                 "world_size": ranks.world_size, "global_batch_size": examples_per_step,
+                                 "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
 
     # The compiled model trains; the raw one (same parameters) is evaluated and saved, as nanoGPT/nanochat do.
     step_model = compile_for_training(model) if config.compile else model
@@ -464,7 +469,7 @@ def train(config, explicit_flags=frozenset()):
             for micro_batches, step_examples in step_batches(datasets["train"], order, config.batch_size, ranks,
                                                              config.gradient_accumulation_steps,
                                                              state["examples_seen"] - epoch * num_train):
-                learning_rate = learning_rate_at(step, config, total_steps)
+                learning_rate = learning_rate_at(step, config, total_steps, state["warmup"])
                 loss, grad_norm = train_step(step_model, optimizer, scaler, micro_batches, learning_rate, config,
                                              device, precision)
                 step += 1

@@ -111,6 +111,15 @@ def test_nan_loss_stops_with_a_message_before_anything_is_saved(data_dir, tmp_pa
     assert not list((tmp_path / "run").glob("*.pt")) and not (tmp_path / "run" / "pytorch_model.bin").exists()
 
 
+def test_a_resume_with_another_total_keeps_the_warmup_of_the_run():
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=500, min_learning_rate_ratio=0.1)
+    # 250 steps cap the warmup at 125; resumed at step 150 with a total of 950 (another global batch), the run
+    # keeps decaying from near the peak instead of warming up again from a third of it.
+    assert learning_rate_at(150, config, 250) > 0.9e-3
+    assert learning_rate_at(150, config, 950, warmup=125) > 0.99e-3
+    assert learning_rate_at(150, config, 950) < 0.35e-3  # what recomputing the cap would do
+
+
 def test_step_batches_cover_every_example_once_from_the_resume_point():
     dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer(), 32)
     order = epoch_order(len(dataset), seed=0, epoch=0)
