@@ -111,15 +111,16 @@ def main():
     try:
         train(config, explicit_flags)
     except Exception as error:
-        if not is_peer_failure(error):
+        peer_lost = is_peer_failure(error)
+        teardown_distributed(clean=False)
+        if not peer_lost:
             raise
         first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]
         raise PeerLost(f"rank {os.environ.get('RANK')}: another process of this job is gone "
                        f"({first_line}); stopping. Run the same torchrun command to resume "
                        f"from the last checkpoint, or give torchrun --max-restarts N to do that "
                        f"automatically") from None
-    finally:
-        teardown_distributed()
+    teardown_distributed()
 
 
 if __name__ == "__main__":

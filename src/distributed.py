@@ -77,8 +77,12 @@ def restart_store(ranks):
     return dist.PrefixStore(f"restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def teardown():
+def teardown(clean=True):
+    """Leaves the process group. After a clean finish every rank first waits for the others, so that none closes
+    its connections while another still uses them (a late rank could otherwise abort in gloo's teardown)."""
     if dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
