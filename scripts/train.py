@@ -10,7 +10,8 @@ import os
 import sys
 
 from src.cli import run_main
-from src.distributed import PeerLost, is_peer_failure
+from src.errors import PeerLost
+from src.distributed import is_peer_failure
 from src.distributed import teardown as teardown_distributed
 from src.logging_setup import setup_logging
 from src.model import MODEL_SIZES

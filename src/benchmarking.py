@@ -19,18 +19,13 @@ from src.data import ArithmeticDataset
 from src.evaluation import generate_answers
 from src.generation import greedy_generate
 from src.model import Transformer, build_model_config
-from src.runtime import select_precision
+from src.runtime import select_precision, synchronize
 from src.tokenizer import Tokenizer
 from src.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_order, step_batches, train,
                          train_step)
 
 PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def median_seconds(function, device, repeats, warmup):

@@ -10,17 +10,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from src.errors import ConfigError, UserError
+from src.errors import ConfigError
 from src.runtime import select_device
 
 # A rank that waits longer than this on a collective gives up with an error instead of hanging (a peer that died
 # is usually noticed at once; this bounds a hung one). Generous: rank 0 alone may be starting W&B or writing a
 # checkpoint, and with --compile each rank compiles its own batch shapes, while the others wait.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
-
-
-class PeerLost(UserError):
-    """Another process of the job died or hung: this one cannot go on."""
 
 
 def is_peer_failure(error):

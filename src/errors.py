@@ -19,3 +19,7 @@ class ConfigError(UserError, ValueError):
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class PeerLost(UserError):
+    """Another process of a torchrun job died or hung: this one cannot go on."""

@@ -54,6 +54,12 @@ def select_precision(device, fp16=False, bf16=False):
     return Precision(torch.bfloat16, False, "bf16 autocast (CPU)")
 
 
+def synchronize(device):
+    """Waits for queued CUDA work, so that a clock read afterwards measures it; nothing to wait for on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def autocast(device, precision):
     if precision.autocast_dtype is None:
         return contextlib.nullcontext()

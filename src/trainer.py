@@ -27,7 +27,7 @@ from src.evaluation import evaluate
 from src.files import write_json
 from src.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from src.model import Transformer, build_model_config
-from src.runtime import autocast, select_precision
+from src.runtime import autocast, select_precision, synchronize
 from src.tokenizer import Tokenizer
 from src.tracking import start_tracking
 
@@ -159,8 +159,7 @@ class TrainingClock:
         self.started = time.perf_counter()
 
     def read(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(self.device)
         now = time.perf_counter()
         self.seconds += now - self.started
         self.started = now
