@@ -1,4 +1,5 @@
-"""Evaluate a trained model: exact match (greedy generation), token accuracy, loss, and accuracy by operand length.
+"""Evaluate a trained model: exact match (greedy generation), token accuracy and loss, by operation, by operand
+lengths (JSON and a heatmap PNG), by carries, and on edge cases; prints the worst cells and some mistakes.
 
     python scripts/evaluate.py --checkpoint checkpoints/best_model.pt [--split test | --data-path file.json]
 """
@@ -12,9 +13,10 @@ from src.checkpoint import load_model
 from src.cli import run_main
 from src.data import ArithmeticDataset, split_path
 from src.errors import ConfigError
-from src.evaluation import evaluate
+from src.evaluation import evaluate, evaluate_edge_cases, log_report
 from src.files import write_json
 from src.logging_setup import setup_logging
+from src.plots import save_grid_heatmap
 from src.runtime import select_device, select_precision
 
 log = logging.getLogger("evaluate")
@@ -36,9 +38,11 @@ def build_parser():
                         help="evaluate under fp16 autocast on CUDA, bf16 autocast on CPU")
     parser.add_argument("--bf16", action="store_true", help="evaluate under bf16 autocast")
     parser.add_argument("--num-mistakes", type=int, default=10, help="wrong answers to print (default: %(default)s)")
+    parser.add_argument("--no-edge-cases", action="store_true",
+                        help="skip the edge cases (all-9 operands, carries through every digit, zeros)")
     parser.add_argument("--output-file",
                         help="where to write the results as JSON (default: eval_<split or file name>.json beside "
-                             "the checkpoint)")
+                             "the checkpoint); the heatmap goes beside it, as <name>_heatmap.png")
     return parser
 
 
@@ -66,20 +70,25 @@ def main():
     precision = select_precision(device, args.fp16, args.bf16)
     results = evaluate(model, dataset, tokenizer, args.batch_size, device, precision,
                        num_mistakes=args.num_mistakes)
+    if not args.no_edge_cases:
+        results["edge_cases"] = evaluate_edge_cases(model, dataset, tokenizer, args.batch_size, device, precision,
+                                                    num_mistakes=args.num_mistakes)
     results.update(checkpoint=model_path, data_path=data_path)
 
     log.info(f"exact match {results['exact_match']:.4f} | token accuracy {results['token_accuracy']:.4f} | "
              f"loss {results['loss']:.4f}")
-    for digits, cell in results["exact_match_by_operand_digits"].items():
+    by_digits = results["exact_match_by_operand_digits"]
+    for digits, cell in by_digits.items() if len(by_digits) <= 25 else ():  # larger grids: see the JSON and heatmap
         log.info(f"  operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} problems)")
-    for mistake in results["mistakes"]:
-        log.info(f"  wrong: {mistake['prompt']}{mistake['predicted']}  (expected {mistake['expected']})")
+    log_report(results, log, name := os.path.splitext(os.path.basename(data_path))[0])
 
-    name = os.path.splitext(os.path.basename(data_path))[0]
     output_file = args.output_file or os.path.join(os.path.dirname(model_path), f"eval_{name}.json")
     write_json(output_file, results)
     log.info(f"results written to {output_file}")
-
+    heatmap = os.path.splitext(output_file)[0] + "_heatmap.png"
+    if save_grid_heatmap(results["exact_match_by_operation_and_operand_digits"], heatmap,
+                         f"{model_path} on {data_path}"):
+        log.info(f"heatmap of exact match by operand lengths written to {heatmap}")
 
 if __name__ == "__main__":
     run_main(main)

@@ -1,6 +1,7 @@
-"""Generate disjoint train/val/test splits of addition problems ("a+b=c<end>", or another --format) as JSON files.
+"""Generate disjoint train/val/test splits of arithmetic problems ("a+b=c<end>", or another --format) as JSON files.
 
     python scripts/generate_data.py --num-examples 100000 --max-digits 2
+    python scripts/generate_data.py --operations +,-,* --max-digits 5 --format padded-reversed
 """
 
 import argparse
@@ -9,7 +10,7 @@ import logging
 import time
 
 from src.cli import run_main
-from src.data import FORMATS, DataConfig, generate_splits, split_path, summarize, write_splits
+from src.data import FORMATS, SAMPLINGS, DataConfig, generate_splits, split_path, summarize, write_splits
 from src.logging_setup import setup_logging
 
 log = logging.getLogger("generate_data")
@@ -22,8 +23,16 @@ def build_parser():
                         help="total problems over all splits, capped at the number of distinct problems "
                              "(default: %(default)s)")
     parser.add_argument("--max-digits", type=int, default=defaults.max_digits,
-                        help="operands have 1 to this many digits, each length pair equally represented "
-                             "(default: %(default)s)")
+                        help="operands have 1 to this many digits (default: %(default)s)")
+    parser.add_argument("--operations", default=defaults.operations,
+                        help="comma-separated operations mixed in one dataset, any of + - * (subtraction may be "
+                             "negative); each equally represented (default: %(default)s)")
+    parser.add_argument("--max-operands", type=int, default=defaults.max_operands,
+                        help="problems have 2 to this many operands, e.g. 12+7+30=49, one operation per problem, "
+                             "evaluated left to right; each count equally represented (default: %(default)s)")
+    parser.add_argument("--sampling", choices=list(SAMPLINGS), default=defaults.sampling,
+                        help="; ".join(f"{name}: {text}" for name, text in SAMPLINGS.items()) +
+                             " (default: %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                         help="share of problems in val.json (default: %(default)s)")
     parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
@@ -40,15 +49,19 @@ def main():
     args = build_parser().parse_args()
     setup_logging()
     config = DataConfig(num_examples=args.num_examples, max_digits=args.max_digits, val_fraction=args.val_fraction,
-                        test_fraction=args.test_fraction, seed=args.seed, format=args.format)
+                        test_fraction=args.test_fraction, seed=args.seed, format=args.format,
+                        operations=args.operations, max_operands=args.max_operands, sampling=args.sampling)
     start = time.perf_counter()
     splits = generate_splits(config, log)
     write_splits(args.output_dir, splits, config)
     log.info(f"generated {sum(map(len, splits.values()))} distinct problems in {time.perf_counter() - start:.1f} s")
     for split, examples in splits.items():
-        summary = summarize(examples)
-        log.info(f"{split_path(args.output_dir, split)}: {summary['num_examples']} problems | by operand digits "
-                 f"{json.dumps(summary['by_operand_digits'])} | by carries {json.dumps(summary['by_carries'])}")
+        summary = summarize(examples, config.format)
+        by_digits = summary["by_operand_digits"]
+        by_digits = json.dumps(by_digits) if len(by_digits) <= 25 else f"{len(by_digits)} length combinations"
+        log.info(f"{split_path(args.output_dir, split)}: {summary['num_examples']} problems | by operation "
+                 f"{json.dumps(summary['by_operation'])} | by operand digits {by_digits} | by carries "
+                 f"{json.dumps(summary['by_carries'])}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import logging
 
 from src.checkpoint import load_model
 from src.cli import run_main
-from src.data import FORMATS
+from src.problems import FORMATS
 from src.generation import complete
 from src.logging_setup import setup_logging
 from src.runtime import select_device

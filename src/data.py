@@ -1,12 +1,14 @@
-"""Arithmetic problems: generation of disjoint splits, the JSON files that hold them, and the tokenised dataset.
+"""Arithmetic datasets: generation of disjoint splits, the JSON files that hold them, and the tokenised dataset.
 
-A problem is stored as its full text, "a+b=c<end>"; the prompt is everything up to "=", the answer the rest.
-The data format (how numbers are written, FORMATS) is chosen at generation and recorded in every file.
+A problem is stored as its full text, "a+b=c<end>"; the prompt is everything up to the first "=", the answer the
+rest. The data format (how numbers are written, problems.FORMATS) is chosen at generation and recorded in every file.
 """
 
 import copy
 import hashlib
+import itertools
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -17,16 +19,18 @@ from tqdm import tqdm
 
 from src.errors import ConfigError, DataError
 from src.files import atomic_open
-from src.tokenizer import END_TOKEN, TokenizerError
+from src.problems import (FORMATS, OPERATIONS, SCRATCHPAD_LIMITS, Problem, is_padded, num_carries,
+                          operand_count_for_digits, parse_prompt, smallest_with_digits, split_example)
+from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
 MAX_SUPPORTED_DIGITS = 18  # operands are sampled as int64
 SPLITS = ("train", "val", "test")
-FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
-    "plain": "12+7=19 (the seed's format)",
-    "reversed": "12+7=91 (answer digits least significant first, the order in which carries are computed)",
-    "padded": "12+07=019 (operands zero-padded to --max-digits, the answer to one digit more)",
-    "padded-reversed": "12+07=910 (padded and reversed, as minGPT's adder)",
+SAMPLINGS = {
+    "balanced": "every combination of operand lengths equally likely (the default)",
+    "uniform": "operands uniform in 0 .. 10^max_digits - 1, so most have max_digits digits",
+    "carry-balanced": "as balanced, and within each length pair every number of carries (borrows for -) equally "
+                      "likely, so long carry chains are common (+ and - with two operands)",
 }
 
 
@@ -38,6 +42,9 @@ class DataConfig:
     test_fraction: float = 0.1
     seed: int = 42
     format: str = "plain"
+    operations: str = "+"  # comma-separated subset of OPERATIONS, mixed in one dataset
+    max_operands: int = 2
+    sampling: str = "balanced"
 
     def __post_init__(self):
         if self.num_examples < 3:
@@ -49,53 +56,27 @@ class DataConfig:
             raise ConfigError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {self.max_digits}")
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        operators = self.operators
+        if not operators or len(set(operators)) != len(operators) or not set(operators) <= OPERATIONS.keys():
+            raise ConfigError(f"--operations must be a comma-separated subset of {','.join(OPERATIONS)}, "
+                              f"got {self.operations!r}")
+        if self.max_operands < 2:
+            raise ConfigError(f"--max-operands must be at least 2, got {self.max_operands}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if self.sampling == "carry-balanced" and (self.max_operands > 2 or "*" in operators):
+            raise ConfigError("--sampling carry-balanced counts the carries of + and the borrows of - with two "
+                              "operands; drop * from --operations and use --max-operands 2")
+        if self.format == "scratchpad":
+            for operator in operators:
+                limit = SCRATCHPAD_LIMITS[operator]
+                if limit is not None and self.max_operands > limit:
+                    raise ConfigError(f"the scratchpad format writes steps for {operator} with at most {limit} "
+                                      f"operands; use --max-operands {limit}")
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Pure functions on single problems
-
-def format_problem(a, b, data_format="plain", width=None):
-    """The problem's text in `data_format`; padded formats write operands with `width` digits (default: as many as
-    the longer operand has)."""
-    if data_format.startswith("padded"):
-        width = width or len(str(max(a, b)))
-        a_text, b_text, answer = f"{a:0{width}d}", f"{b:0{width}d}", f"{a + b:0{width + 1}d}"
-    else:
-        a_text, b_text, answer = str(a), str(b), str(a + b)
-    if data_format.endswith("reversed"):
-        answer = answer[::-1]
-    return f"{a_text}+{b_text}={answer}{END_TOKEN}"
-
-
-def split_example(text):
-    """'12+34=46<end>' -> ('12+34=', '46'): the prompt the model sees and the answer it must write."""
-    prompt, equals, rest = text.partition("=")
-    if not equals or not rest.endswith(END_TOKEN):
-        raise ValueError(f"expected 'a+b=c{END_TOKEN}', got {text!r}")
-    return prompt + "=", rest[: -len(END_TOKEN)]
-
-
-def operand_digits(prompt):
-    """'12+345=' -> (2, 3): the digits of each operand's value, so '07' (padded) counts as 1."""
-    return tuple(len(operand.lstrip("0") or "0") for operand in prompt.rstrip("=").split("+"))
-
-
-def num_carries(a, b):
-    carries = carry = 0
-    while a or b:
-        carry = int(a % 10 + b % 10 + carry >= 10)
-        carries += carry
-        a, b = a // 10, b // 10
-    return carries
-
-
-def count_with_digits(num_digits):
-    """How many integers have exactly this many digits (0 counts as a 1-digit number)."""
-    return 10 if num_digits == 1 else 9 * 10 ** (num_digits - 1)
-
-
-def smallest_with_digits(num_digits):
-    return 0 if num_digits == 1 else 10 ** (num_digits - 1)
+    @property
+    def operators(self):
+        return tuple(self.operations.split(","))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,54 +94,113 @@ def fill_quotas(total, capacities):
     return quotas
 
 
-def sample_distinct_pairs(digits_a, digits_b, count, rng):
-    """`count` distinct (a, b) with exactly these digit counts, uniformly without replacement."""
-    size_a, size_b = count_with_digits(digits_a), count_with_digits(digits_b)
-    low_a, low_b = smallest_with_digits(digits_a), smallest_with_digits(digits_b)
-    space = size_a * size_b
+def sample_distinct_tuples(ranges, count, rng):
+    """`count` distinct operand tuples, operand i uniform in range(low_i, low_i + size_i), without replacement.
+    Returns an int64 array [count, len(ranges)]."""
+    lows = np.array([low for low, _ in ranges], dtype=np.int64)
+    sizes = [size for _, size in ranges]
+    space = math.prod(sizes)
     if space <= 2_000_000 or 2 * count >= space:
         flat = rng.choice(space, size=count, replace=False)
-        return low_a + flat // size_b, low_b + flat % size_b
-    pairs = np.empty((0, 2), dtype=np.int64)
-    while len(pairs) < count:  # rejection sampling; the space is at least twice as large as `count`
-        draw = int((count - len(pairs)) * 1.1) + 16
-        fresh = np.stack([rng.integers(low_a, low_a + size_a, draw), rng.integers(low_b, low_b + size_b, draw)], 1)
-        pairs = np.concatenate([pairs, fresh])
-        _, first = np.unique(pairs, axis=0, return_index=True)
-        pairs = pairs[np.sort(first)]
-    return pairs[:count, 0], pairs[:count, 1]
+        columns = []
+        for size in reversed(sizes):  # mixed-radix digits of the flat index, last operand fastest
+            columns.append(flat % size)
+            flat = flat // size
+        return lows + np.stack(columns[::-1], axis=1)
+    tuples = np.empty((0, len(ranges)), dtype=np.int64)
+    while len(tuples) < count:  # rejection sampling; the space is at least twice as large as `count`
+        draw = int((count - len(tuples)) * 1.1) + 16
+        fresh = np.stack([rng.integers(low, low + size, draw) for low, size in ranges], axis=1)
+        tuples = np.concatenate([tuples, fresh])
+        _, first = np.unique(tuples, axis=0, return_index=True)
+        tuples = tuples[np.sort(first)]
+    return tuples[:count]
 
 
-def distinct_problem_count(max_digits):
-    return (10 ** max_digits) ** 2
+def digit_ranges(lengths):
+    return [(smallest_with_digits(length), operand_count_for_digits(length)) for length in lengths]
+
+
+def sample_carry_balanced(operator, lengths, count, rng):
+    """`count` distinct pairs with these digit counts whose number of carries (borrows) is uniform over what the
+    length pair allows: columns are drawn one by one, each told whether to pass a carry (borrow) on."""
+    overlap = min(lengths)
+    seen, pairs = set(), []
+    for _ in range(50 * count + 1000):
+        if len(pairs) == count:
+            return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        carrying = set(rng.choice(overlap, size=rng.integers(0, overlap + 1), replace=False).tolist())
+        pair = carry_pattern_pair(operator, lengths, carrying, rng)
+        if pair not in seen:
+            seen.add(pair)
+            pairs.append(pair)
+    raise ConfigError(f"--sampling carry-balanced found only {len(pairs)} distinct {operator} problems with "
+                      f"{lengths[0]}x{lengths[1]} digits where {count} were needed; ask for fewer --num-examples")
+
+
+def carry_pattern_pair(operator, lengths, carrying, rng):
+    """(a, b) with these digit counts, where column i (least significant first, up to the shorter length) passes a
+    carry (borrow) on exactly when i is in `carrying`; the longer operand's other digits are uniform."""
+    digits = [[], []]
+    carry = 0
+    for column in range(max(lengths)):
+        present = [column < length for length in lengths]
+        leading = [column == length - 1 and length > 1 for length in lengths]
+        options = [(x, y) for x in range(10) for y in range(10)
+                   if not (leading[0] and x == 0) and not (leading[1] and y == 0)]
+        if all(present):
+            def carries_out(x, y):
+                return x + y + carry >= 10 if operator == "+" else x - y - carry < 0
+            wanted = column in carrying
+            options = [(x, y) for x, y in options if carries_out(x, y) == wanted] or options
+        x, y = options[rng.integers(len(options))]
+        for side in (0, 1):
+            if present[side]:
+                digits[side].append((x, y)[side])
+        if all(present):
+            carry = int(carries_out(x, y))
+        else:
+            value = x if present[0] else y
+            carry = int(value + carry >= 10) if operator == "+" else int(value - carry < 0)
+    return tuple(int("".join(map(str, reversed(side)))) for side in digits)
+
+
+def sample_group(operator, num_operands, count, config, rng):
+    """`count` distinct operand tuples for one (operation, number of operands) group of the dataset."""
+    if config.sampling == "uniform":
+        return sample_distinct_tuples([(0, 10 ** config.max_digits)] * num_operands, count, rng)
+    length_tuples = list(itertools.product(range(1, config.max_digits + 1), repeat=num_operands))
+    capacities = [math.prod(operand_count_for_digits(length) for length in lengths) for lengths in length_tuples]
+    parts = []
+    for lengths, quota in tqdm(list(zip(length_tuples, fill_quotas(count, capacities))), desc=f"sampling {operator}",
+                               unit="length tuple", disable=count < 200_000, leave=False):
+        if config.sampling == "carry-balanced":
+            parts.append(sample_carry_balanced(operator, lengths, quota, rng))
+        else:
+            parts.append(sample_distinct_tuples(digit_ranges(lengths), quota, rng))
+    return np.concatenate(parts)
 
 
 def generate_splits(config, log=None):
-    """Distinct problems, balanced over (digits of a, digits of b), shuffled into disjoint train/val/test lists."""
-    available = distinct_problem_count(config.max_digits)
+    """Distinct problems, balanced over operations, numbers of operands and (by default) operand lengths, shuffled
+    into disjoint train/val/test lists."""
+    groups = [(operator, num_operands) for operator in config.operators
+              for num_operands in range(2, config.max_operands + 1)]
+    capacities = [(10 ** config.max_digits) ** num_operands for _, num_operands in groups]
     num_examples = config.num_examples
-    if num_examples > available:
+    if num_examples > sum(capacities):
         if log:
-            log.warning(
-                f"asked for {num_examples} examples but only {available} distinct problems exist with "
-                f"--max-digits {config.max_digits}; generating all {available} (no problem is repeated)"
-            )
-        num_examples = available
-    length_pairs = [(la, lb) for la in range(1, config.max_digits + 1) for lb in range(1, config.max_digits + 1)]
-    capacities = [count_with_digits(la) * count_with_digits(lb) for la, lb in length_pairs]
-    quotas = fill_quotas(num_examples, capacities)
+            log.warning(f"asked for {num_examples} examples but only {sum(capacities)} distinct problems exist with "
+                        f"these settings; generating all of them (no problem is repeated)")
+        num_examples = sum(capacities)
 
     rng = np.random.default_rng(config.seed)
-    operands_a, operands_b = [], []
-    for (digits_a, digits_b), quota in tqdm(list(zip(length_pairs, quotas)), desc="sampling", unit="length pair",
-                                            disable=num_examples < 200_000, leave=False):
-        a, b = sample_distinct_pairs(digits_a, digits_b, quota, rng)
-        operands_a.append(a)
-        operands_b.append(b)
-    operands_a, operands_b = np.concatenate(operands_a), np.concatenate(operands_b)
+    problems = []
+    for (operator, num_operands), quota in zip(groups, fill_quotas(num_examples, capacities)):
+        operands = sample_group(operator, num_operands, quota, config, rng)
+        problems.extend(Problem(operator, tuple(row)) for row in operands.tolist())
     order = rng.permutation(num_examples)
-    examples = [format_problem(a, b, config.format, config.max_digits)
-                for a, b in zip(operands_a[order].tolist(), operands_b[order].tolist())]
+    examples = [problems[i].render(config.format, config.max_digits) for i in order.tolist()]
 
     num_test = round(num_examples * config.test_fraction)
     num_val = round(num_examples * config.val_fraction)
@@ -174,16 +214,21 @@ def generate_splits(config, log=None):
     }
 
 
-def summarize(examples):
-    """Counts by operand digit lengths and by number of carries, for the generation log."""
-    by_digits, by_carries = Counter(), Counter()
+def operand_digits_key(problem):
+    return "x".join(map(str, problem.operand_digits))
+
+
+def summarize(examples, data_format):
+    """Counts by operation, operand digit lengths and number of carries, for the generation log."""
+    by_operation, by_digits, by_carries = Counter(), Counter(), Counter()
     for text in tqdm(examples, desc="summarizing", unit="problem", disable=len(examples) < 200_000, leave=False):
-        prompt, _ = split_example(text)
-        a, b = (int(x) for x in prompt.rstrip("=").split("+"))
-        by_digits["x".join(map(str, operand_digits(prompt)))] += 1
-        by_carries[num_carries(a, b)] += 1
-    return {"num_examples": len(examples), "by_operand_digits": dict(sorted(by_digits.items())),
-            "by_carries": dict(sorted(by_carries.items()))}
+        problem = parse_prompt(split_example(text)[0], data_format)
+        by_operation[problem.operator] += 1
+        by_digits[operand_digits_key(problem)] += 1
+        by_carries[num_carries(problem)] += 1
+    return {"num_examples": len(examples), "by_operation": dict(by_operation),
+            "by_operand_digits": dict(sorted(by_digits.items())),
+            "by_carries": {str(k): v for k, v in sorted(by_carries.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,7 +250,7 @@ def write_splits(data_dir, splits, config):
     os.makedirs(data_dir, exist_ok=True)
     for split, examples in splits.items():
         write_split(split_path(data_dir, split), examples,
-                    {"split": split, "operations": ["+"], **asdict(config)})
+                    {"split": split, **asdict(config)})
 
 
 def read_split(path):
@@ -244,23 +289,42 @@ def line_of_example(file_text, examples, index):
     return file_text.count("\n", 0, position - 1) + 1
 
 
+def load_splits(data_dir, max_length, tokenizer=None):
+    """(datasets by split, tokenizer): tokenised with `tokenizer` (a resumed run's own) or else with the vocabulary
+    that the data needs. All splits must share one format."""
+    contents = {split: read_split(split_path(data_dir, split)) for split in SPLITS}
+    if tokenizer is None:
+        tokenizer = Tokenizer(vocab_for(text for examples, _, _ in contents.values() for text in examples
+                                        if isinstance(text, str)))
+    datasets = {split: ArithmeticDataset.from_file(split_path(data_dir, split), tokenizer, max_length, contents[split])
+                for split in SPLITS}
+    for split in ("val", "test"):
+        if datasets[split].format != datasets["train"].format:
+            raise DataError(f"{split_path(data_dir, split)}: format {datasets[split].format!r} differs from the "
+                            f"training split's {datasets['train'].format!r}; regenerate the splits together")
+    return datasets, tokenizer
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Dataset
 
 class ArithmeticDataset:
     """Pre-tokenised problems as padded tensors; `batch(indices)` slices inputs and answer-only targets."""
 
-    def __init__(self, examples, tokenizer, max_length, source="<memory>", file_text=None, data_format="plain"):
+    def __init__(self, examples, tokenizer, max_length, source="<memory>", file_text=None, data_format="plain",
+                 metadata=None):
         self.source = source
         self.examples = examples
         self.format = data_format
-        self.prompts, self.answers = [], []
+        self.metadata = metadata or {"format": data_format}  # as generated: operations, max_digits, sampling...
+        self.prompts, self.answers, self.problems = [], [], []
         encoded = []
         for index, text in enumerate(examples):
             try:
                 if not isinstance(text, str):
                     raise ValueError(f"expected a string, got {type(text).__name__} {text!r}")
                 prompt, answer = split_example(text)
+                problem = parse_prompt(prompt, data_format)
                 ids = tokenizer.encode(text)
                 if len(ids) > max_length:
                     raise ValueError(f"{text!r} has {len(ids)} tokens, more than the max_length of {max_length} "
@@ -271,6 +335,7 @@ class ArithmeticDataset:
                 raise DataError(f"{source} {where}: {error}") from None
             self.prompts.append(prompt)
             self.answers.append(answer)
+            self.problems.append(problem)
             encoded.append(ids)
 
         equals_id = tokenizer.token_to_id["="]
@@ -284,10 +349,11 @@ class ArithmeticDataset:
         self.targets = torch.where(is_answer, self.tokens, IGNORE_INDEX)
 
     @classmethod
-    def from_file(cls, path, tokenizer, max_length):
-        examples, metadata, file_text = read_split(path)
+    def from_file(cls, path, tokenizer, max_length, contents=None):
+        """`contents`: what read_split(path) returned, when the caller has read the file already."""
+        examples, metadata, file_text = contents or read_split(path)
         return cls(examples, tokenizer, max_length, source=path, file_text=file_text,
-                   data_format=metadata.get("format", "plain"))
+                   data_format=metadata.get("format", "plain"), metadata=metadata)
 
     def __len__(self):
         return len(self.examples)
@@ -299,6 +365,7 @@ class ArithmeticDataset:
         subset.examples = [self.examples[i] for i in rows.tolist()]
         subset.prompts = [self.prompts[i] for i in rows.tolist()]
         subset.answers = [self.answers[i] for i in rows.tolist()]
+        subset.problems = [self.problems[i] for i in rows.tolist()]
         subset.lengths, subset.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
         device_rows = rows.to(self.tokens.device)
         subset.tokens, subset.targets = self.tokens[device_rows], self.targets[device_rows]
@@ -316,9 +383,9 @@ class ArithmeticDataset:
     @property
     def operand_width(self):
         """Digits per operand in the padded formats (the model learned that width), None in the others."""
-        if not self.format.startswith("padded"):
+        if not is_padded(self.format):
             return None
-        return len(self.prompts[0].split("+")[0])
+        return len(self.prompts[0].split(self.problems[0].operator)[0])
 
     def batch(self, indices, device_indices=None):
         """(inputs, targets), both [batch, longest-in-batch - 1]: padding only to the longest sequence here.

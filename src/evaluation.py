@@ -1,4 +1,5 @@
-"""Metrics over a whole split: loss and token accuracy (teacher-forced), and exact match (greedy generation)."""
+"""Metrics over a whole split: loss and token accuracy (teacher-forced), and exact match (greedy generation) in
+total and by operation, operand lengths, carries and number of operands, with the worst cells and some mistakes."""
 
 from collections import Counter, defaultdict
 
@@ -6,9 +7,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from src.data import IGNORE_INDEX, operand_digits
+from src.data import IGNORE_INDEX
 from src.distributed import all_gather_objects
+from src.edge_cases import edge_case_datasets
 from src.generation import greedy_generate
+from src.problems import final_answer, num_carries, written_steps
 from src.runtime import autocast
 
 
@@ -46,9 +49,70 @@ def generate_answers(model, dataset, tokenizer, batch_size, device, precision):
     return answers
 
 
+def cell(correct, count):
+    return {"exact_match": correct / count, "count": count}
+
+
+def tally(dataset, predictions, num_mistakes):
+    """Counts of right final answers by operation, operand lengths and carries; scratchpad step counts; mistakes.
+    Counters and sums only, so that the tallies of shards add up to the whole split's."""
+    correct, count = Counter(), Counter()
+    steps = Counter()
+    mistakes = []
+    for prompt, problem, answer, predicted in zip(dataset.prompts, dataset.problems, dataset.answers, predictions):
+        right = final_answer(predicted) == final_answer(answer)
+        operator, digits = problem.operator, "x".join(map(str, problem.operand_digits))
+        keys = [("all",), ("operation", operator), ("digits", digits), ("grid", operator, digits),
+                ("operands", len(problem.operands))]
+        carries = num_carries(problem)
+        if carries is not None:
+            keys.append(("carries", operator, carries))
+        for key in keys:
+            count[key] += 1
+            correct[key] += right
+        expected_steps = written_steps(answer)
+        if expected_steps:
+            predicted_steps = written_steps(predicted)
+            steps["problems"] += 1
+            steps["all_right"] += predicted_steps == expected_steps
+            steps["right"] += sum(e == p for e, p in zip(expected_steps, predicted_steps))
+            steps["total"] += len(expected_steps)
+        if not right and len(mistakes) < num_mistakes:
+            mistakes.append({"prompt": prompt, "expected": answer, "predicted": predicted})
+    return correct, count, steps, mistakes
+
+
+def breakdown(correct, count, kind):
+    """{key: cell} for the counters' keys of this kind, e.g. kind "operation" -> {"+": {...}, "-": {...}}."""
+    cells = {}
+    for key in sorted((key for key in count if key[0] == kind), key=lambda key: sort_key(key[1:])):
+        *outer, inner = key[1:]
+        target = cells
+        for part in outer:
+            target = target.setdefault(part, {})
+        target[str(inner)] = cell(correct[key], count[key])
+    return cells
+
+
+def sort_key(parts):
+    """Orders '2x10' after '2x9' and carries numerically."""
+    return [tuple(int(x) for x in str(part).split("x")) if str(part).replace("x", "").isdigit() else (0, str(part))
+            for part in parts]
+
+
+def worst_cells(grid, limit=5):
+    """The (operation, operand digits) cells with the lowest exact match, below 100%."""
+    cells = [{"operation": operator, "operand_digits": digits, **values}
+             for operator, by_digits in grid.items() for digits, values in by_digits.items()
+             if values["exact_match"] < 1]
+    return sorted(cells, key=lambda c: (c["exact_match"], -c["count"]))[:limit]
+
+
 def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mistakes=5):
     """Metrics over the whole split. Under torchrun each rank evaluates every world_size-th problem and the counts
-    of all ranks are summed, so every rank returns the metrics of the whole split."""
+    of all ranks are summed, so every rank returns the metrics of the whole split.
+
+    Exact match compares final answers (after a scratchpad's </think>); scratchpad steps are scored apart."""
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     shard = dataset.subset(range(rank, len(dataset), world_size)) if world_size > 1 else dataset
     was_training = model.training
@@ -56,31 +120,79 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
     loss_sum, correct_tokens, answer_tokens = teacher_forced_counts(model, shard, batch_size, device, precision)
     predictions = generate_answers(model, shard, tokenizer, batch_size, device, precision)
     model.train(was_training)
-
-    correct_by_digits, count_by_digits = Counter(), Counter()
-    mistakes = []
-    for prompt, answer, predicted in zip(shard.prompts, shard.answers, predictions):
-        key = "x".join(map(str, operand_digits(prompt)))
-        count_by_digits[key] += 1
-        if predicted == answer:
-            correct_by_digits[key] += 1
-        elif len(mistakes) < num_mistakes:
-            mistakes.append({"prompt": prompt, "expected": answer, "predicted": predicted})
-
-    counts = all_gather_objects((loss_sum, correct_tokens, answer_tokens, correct_by_digits, count_by_digits,
-                                 mistakes))
-    loss_sum, correct_tokens, answer_tokens = (sum(shard_counts[i] for shard_counts in counts) for i in range(3))
-    correct_by_digits = sum((shard_counts[3] for shard_counts in counts), Counter())
-    count_by_digits = sum((shard_counts[4] for shard_counts in counts), Counter())
-    mistakes = [mistake for shard_counts in counts for mistake in shard_counts[5]][:num_mistakes]
-    return {
+    gathered = all_gather_objects((loss_sum, correct_tokens, answer_tokens, *tally(shard, predictions, num_mistakes)))
+    loss_sum, correct_tokens, answer_tokens = (sum(part[i] for part in gathered) for i in range(3))
+    correct, count, steps = (sum((part[i] for part in gathered), Counter()) for i in range(3, 6))
+    mistakes = [mistake for part in gathered for mistake in part[6]][:num_mistakes]
+    grid = breakdown(correct, count, "grid")
+    results = {
         "num_examples": len(dataset),
         "loss": loss_sum / answer_tokens,
         "token_accuracy": correct_tokens / answer_tokens,
-        "exact_match": sum(correct_by_digits.values()) / len(dataset),
-        "exact_match_by_operand_digits": {
-            key: {"exact_match": correct_by_digits[key] / count, "count": count}
-            for key, count in sorted(count_by_digits.items())
-        },
+        "exact_match": correct[("all",)] / count[("all",)],
+        "exact_match_by_operation": breakdown(correct, count, "operation"),
+        "exact_match_by_operand_digits": breakdown(correct, count, "digits"),
+        "exact_match_by_operation_and_operand_digits": grid,
+        "exact_match_by_carries": breakdown(correct, count, "carries"),
+        "exact_match_by_num_operands": breakdown(correct, count, "operands"),
+        "worst_cells": worst_cells(grid),
         "mistakes": mistakes,
     }
+    if steps["problems"]:
+        results["scratchpad"] = {"steps_exact_match": steps["all_right"] / steps["problems"],
+                                 "step_accuracy": steps["right"] / steps["total"]}
+    return results
+
+
+def evaluate_edge_cases(model, dataset, tokenizer, batch_size, device, precision, num_mistakes=5):
+    """Exact match on the edge cases (edge_cases.py) of `dataset`'s operations and lengths, by kind."""
+    by_kind, mistakes = {}, []
+    correct = count = 0
+    for kind, cases in edge_case_datasets(dataset, tokenizer, model.config.max_length).items():
+        results = evaluate(model, cases, tokenizer, batch_size, device, precision, num_mistakes)
+        by_kind[kind] = {"exact_match": results["exact_match"], "count": len(cases)}
+        correct += round(results["exact_match"] * len(cases))
+        count += len(cases)
+        mistakes += results["mistakes"]
+    return {"exact_match": correct / count, "count": count, "by_kind": by_kind, "mistakes": mistakes[:num_mistakes]}
+
+
+def scalar_metrics(results, prefix):
+    """The results as flat {name: number} for W&B: totals, then each operation, cell, carry count and edge case."""
+    metrics = {f"{prefix}/{key}": results[key] for key in ("loss", "token_accuracy", "exact_match")}
+    for operator, values in results["exact_match_by_operation"].items():
+        metrics[f"{prefix}/exact_match/{operator}"] = values["exact_match"]
+    for operator, cells in results["exact_match_by_operation_and_operand_digits"].items():
+        metrics.update({f"{prefix}/by_digits/{operator}/{digits}": c["exact_match"] for digits, c in cells.items()})
+    for operator, cells in results["exact_match_by_carries"].items():
+        metrics.update({f"{prefix}/by_carries/{operator}/{n}": c["exact_match"] for n, c in cells.items()})
+    for name, value in results.get("scratchpad", {}).items():
+        metrics[f"{prefix}/scratchpad/{name}"] = value
+    if "edge_cases" in results:
+        metrics[f"{prefix}/edge_cases/exact_match"] = results["edge_cases"]["exact_match"]
+        metrics.update({f"{prefix}/edge_cases/{kind}": c["exact_match"]
+                        for kind, c in results["edge_cases"]["by_kind"].items()})
+    return metrics
+
+
+def log_report(results, log, split):
+    """The numbers a reader looks at first: per operation, carries, scratchpad steps, edge cases, worst cells and
+    mistakes (the totals are logged by the caller)."""
+    for operator, values in results["exact_match_by_operation"].items():
+        carries = results["exact_match_by_carries"].get(operator, {})
+        by_carries = " | by carries " + " ".join(f"{n}:{c['exact_match']:.3f}" for n, c in carries.items()) \
+            if carries else ""
+        log.info(f"{split} {operator}: exact match {values['exact_match']:.4f} ({values['count']} problems)"
+                 f"{by_carries}")
+    if "scratchpad" in results:
+        log.info(f"{split} scratchpad: all steps right {results['scratchpad']['steps_exact_match']:.4f} | "
+                 f"step accuracy {results['scratchpad']['step_accuracy']:.4f}")
+    if "edge_cases" in results:
+        edge = results["edge_cases"]
+        log.info(f"{split} edge cases: exact match {edge['exact_match']:.4f} ({edge['count']} problems) | " +
+                 " | ".join(f"{kind} {c['exact_match']:.3f}" for kind, c in edge["by_kind"].items()))
+    for worst in results["worst_cells"]:
+        log.info(f"{split} weak cell {worst['operation']} {worst['operand_digits']} digits: exact match "
+                 f"{worst['exact_match']:.4f} ({worst['count']} problems)")
+    for mistake in results["mistakes"] + results.get("edge_cases", {}).get("mistakes", []):
+        log.info(f"{split} wrong: {mistake['prompt']}{mistake['predicted']}  (expected {mistake['expected']})")

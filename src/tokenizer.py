@@ -1,6 +1,7 @@
 """Character-level tokenizer for arithmetic strings such as "12+34=46<end>".
 
-The vocabulary is a list of tokens saved with every checkpoint, so a model always decodes with its own.
+The vocabulary follows from the data (`vocab_for`) and is saved with every checkpoint, so a model always decodes
+with its own: the seed's addition data gives exactly the seed's 13 tokens, in the seed's order.
 """
 
 import re
@@ -9,6 +10,15 @@ from src.errors import UserError
 
 DEFAULT_VOCAB = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "=", "<end>"]
 END_TOKEN = "<end>"
+# What other data may use, in the order added: signs and operators, the scratchpad's separator and its markers
+EXTRA_TOKENS = ["-", "*", " ", "<think>", "</think>"]
+
+
+def vocab_for(texts):
+    """DEFAULT_VOCAB, then the EXTRA_TOKENS that `texts` use. Characters outside both stay unknown, so data with
+    a stray character fails to encode with a clear error instead of growing the vocabulary."""
+    joined = "".join(texts)
+    return DEFAULT_VOCAB + [token for token in EXTRA_TOKENS if token in joined]
 
 
 class TokenizerError(UserError, ValueError):

@@ -19,6 +19,9 @@ class NoTracking:
     def set_summary(self, metrics):
         pass
 
+    def log_image(self, name, path):
+        pass
+
     def finish(self):
         pass
 
@@ -32,6 +35,10 @@ class WandbTracking:
 
     def set_summary(self, metrics):
         self.run.summary.update(metrics)
+
+    def log_image(self, name, path):
+        import wandb
+        self.run.log({name: wandb.Image(path)})
 
     def finish(self):
         self.run.finish()

@@ -21,12 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import checkpoint as ckpt
-from src.data import SPLITS, ArithmeticDataset, DataConfig, generate_splits, split_path, write_splits
+from src.data import SPLITS, DataConfig, generate_splits, load_splits, split_path, write_splits
 from src.errors import ConfigError, DataError, TrainingDiverged
-from src.evaluation import evaluate
+from src.evaluation import evaluate, evaluate_edge_cases, log_report, scalar_metrics
 from src.files import write_json
 from src.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from src.model import Transformer, build_model_config
+from src.plots import save_grid_heatmap
 from src.runtime import autocast, select_precision, synchronize
 from src.tokenizer import Tokenizer
 from src.tracking import start_tracking
@@ -88,6 +89,7 @@ RESUMABLE_OVERRIDES = {"output_dir", "num_workers", "save_steps", "eval_steps", 
 TRAINING_CONFIG_FILE = "training_config.json"
 FINAL_MODEL_FILE = "pytorch_model.bin"
 TEST_RESULTS_FILE = "test_results.json"
+TEST_HEATMAP_FILE = "test_heatmap.png"
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
@@ -282,18 +284,24 @@ def save_best_model(model, state, metrics, config):
     ckpt.save_atomic({"model": model.state_dict(), "model_config": state["model_config"],
                       "train_config": state["train_config"], "vocab": state["vocab"], "step": state["step"],
                       "data_format": state["data_format"], "operand_width": state["operand_width"],
+                      "data_config": state["data_config"],
                       "val_metrics": {k: v for k, v in metrics.items() if k != "mistakes"}}, path)
     log.info(f"new best val exact match {metrics['exact_match']:.4f}: saved {path}")
 
 
 def run_evaluation(model, dataset, tokenizer, config, device, precision, split):
+    """The split's metrics and those of the edge cases of its operations and lengths."""
     start = time.perf_counter()
     metrics = evaluate(model, dataset, tokenizer, config.eval_batch_size, device, precision)
+    metrics["edge_cases"] = evaluate_edge_cases(model, dataset, tokenizer, config.eval_batch_size, device, precision)
     metrics["seconds"] = time.perf_counter() - start
     log.info(f"{split}: exact match {metrics['exact_match']:.4f} | token accuracy {metrics['token_accuracy']:.4f} "
              f"| loss {metrics['loss']:.4f} ({metrics['num_examples']} problems in {metrics['seconds']:.2f} s)")
-    for mistake in metrics["mistakes"][:3]:
-        log.info(f"  {split} mistake: {mistake['prompt']}{mistake['predicted']} (expected {mistake['expected']})")
+    if split == "test":
+        log_report(metrics, log, split)
+    else:
+        for mistake in metrics["mistakes"][:3]:
+            log.info(f"  {split} mistake: {mistake['prompt']}{mistake['predicted']} (expected {mistake['expected']})")
     return metrics
 
 
@@ -365,15 +373,11 @@ def train(config, explicit_flags=frozenset()):
 
     # Data: tokenised once, kept on the training device
     ensure_dataset(config.data_dir, config.seed, ranks)
-    tokenizer = Tokenizer(checkpoint["vocab"] if checkpoint else None)
-    datasets = {split: ArithmeticDataset.from_file(split_path(config.data_dir, split), tokenizer,
-                                                   config.max_length).to(device)
-                for split in SPLITS}
+    datasets, tokenizer = load_splits(config.data_dir, config.max_length,
+                                      Tokenizer(checkpoint["vocab"]) if checkpoint else None)
+    for dataset in datasets.values():
+        dataset.to(device)
     data_format = datasets["train"].format
-    for split in ("val", "test"):
-        if datasets[split].format != data_format:
-            raise DataError(f"{split_path(config.data_dir, split)}: format {datasets[split].format!r} differs from "
-                            f"the training split's {data_format!r}; regenerate the splits together")
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
 
@@ -390,6 +394,7 @@ def train(config, explicit_flags=frozenset()):
     state = {"step": 0, "examples_seen": 0, "best_exact_match": -1.0, "train_config": asdict(config),
              "model_config": asdict(model_config),
              "vocab": tokenizer.vocab, "data_format": data_format, "operand_width": datasets["train"].operand_width,
+             "data_config": {k: v for k, v in datasets["train"].metadata.items() if k != "split"},
              "train_data_fingerprint": datasets["train"].fingerprint(),
              "precision": precision.description, "training_seconds": 0.0, "evaluation_seconds": 0.0,
              "log_history": []}
@@ -434,7 +439,8 @@ def train(config, explicit_flags=frozenset()):
     if ranks.is_main:  # the layout of this (re)start: world size and global batch may differ from the last one
         write_json(config_path, {"train_config": asdict(config), "model_config": asdict(model_config),
                                  "num_parameters": model.num_parameters(), "vocab": tokenizer.vocab,
-                                 "data_format": data_format, "train_examples": num_train,
+                                 "data_format": data_format, "data_config": state["data_config"],
+                                 "train_examples": num_train,
                                  "world_size": ranks.world_size, "global_batch_size": examples_per_step,
                                  "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
 
@@ -515,10 +521,10 @@ def train(config, explicit_flags=frozenset()):
                     metrics = run_evaluation(model, datasets["val"], tokenizer, config, device, precision, "val")
                     check_finite(metrics["loss"], step)  # the last update can break weights after a finite loss
                     state["evaluation_seconds"] += metrics["seconds"]
-                    val_metrics = {f"val/{k}": metrics[k] for k in ("loss", "token_accuracy", "exact_match", "seconds")}
+                    val_metrics = {**scalar_metrics(metrics, "val"), "val/seconds": metrics["seconds"]}
                     tracker.log(val_metrics, step=step)
                     state["log_history"].append({"step": step, "train/training_seconds": state["training_seconds"],
-                                                 **val_metrics})
+                                                 **{k: v for k, v in val_metrics.items() if k.count("/") < 3}})
                     if metrics["exact_match"] > state["best_exact_match"]:
                         state["best_exact_match"] = metrics["exact_match"]
                         if ranks.is_main:
@@ -548,7 +554,11 @@ def train(config, explicit_flags=frozenset()):
     test_metrics.update(model_file=ckpt.BEST_MODEL, model_step=best["step"])
     if ranks.is_main:
         write_json(test_results_path, test_metrics)
-    tracker.set_summary({f"test/{k}": test_metrics[k] for k in ("loss", "token_accuracy", "exact_match")})
+        heatmap = os.path.join(config.output_dir, TEST_HEATMAP_FILE)
+        if save_grid_heatmap(test_metrics["exact_match_by_operation_and_operand_digits"], heatmap,
+                             f"{config.output_dir}: test exact match by operand lengths"):
+            tracker.log_image("test/heatmap", heatmap)
+    tracker.set_summary(scalar_metrics(test_metrics, "test"))
     tracker.finish()
     log.info(f"done: test exact match {test_metrics['exact_match']:.4f} after {state['training_seconds']:.1f} s of "
              f"training steps and {state['evaluation_seconds']:.1f} s of evaluation; results in {test_results_path}")

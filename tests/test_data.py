@@ -4,27 +4,10 @@ import logging
 import pytest
 import torch
 
-from src.data import (FORMATS, IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, format_problem, generate_splits,
-                      num_carries, operand_digits, read_split, split_example, write_splits)
+from src.data import IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, generate_splits, read_split, write_splits
+from src.problems import FORMATS, Problem, parse_prompt, split_example
 from src.errors import DataError
 from src.tokenizer import Tokenizer
-
-
-def test_format_problem_writes_the_true_sum():
-    assert format_problem(58, 67) == "58+67=125<end>"
-    assert format_problem(0, 0) == "0+0=0<end>"
-
-
-def test_split_example_separates_prompt_and_answer():
-    assert split_example("12+345=357<end>") == ("12+345=", "357")
-    assert operand_digits("12+345=") == (2, 3)
-    with pytest.raises(ValueError):
-        split_example("12+345")
-
-
-@pytest.mark.parametrize("a, b, carries", [(0, 0, 0), (5, 5, 1), (99, 1, 2), (999, 999, 3), (123, 456, 0), (15, 85, 2)])
-def test_num_carries(a, b, carries):
-    assert num_carries(a, b) == carries
 
 
 def test_fill_quotas_caps_small_bins_and_spreads_the_rest():
@@ -47,7 +30,7 @@ def test_operand_lengths_are_balanced():
     splits = generate_splits(DataConfig(num_examples=9000, max_digits=3, seed=1))
     counts = {}
     for text in splits["train"] + splits["val"] + splits["test"]:
-        key = operand_digits(split_example(text)[0])
+        key = parse_prompt(split_example(text)[0]).operand_digits
         counts[key] = counts.get(key, 0) + 1
     # the small length pairs are taken whole (100 and 900 problems exist); the rest share the remainder evenly
     assert counts[(1, 1)] == 100 and counts[(1, 2)] == counts[(2, 1)] == 900
@@ -121,27 +104,6 @@ def test_data_file_that_is_not_text_is_a_clear_error(tmp_path):
         read_split(str(path))
 
 
-@pytest.mark.parametrize("data_format, expected", [
-    ("plain", "12+7=19<end>"), ("reversed", "12+7=91<end>"),
-    ("padded", "12+07=019<end>"), ("padded-reversed", "12+07=910<end>"),
-])
-def test_each_format_writes_the_true_sum(data_format, expected):
-    assert format_problem(12, 7, data_format, width=2) == expected
-
-
-@pytest.mark.parametrize("data_format", list(FORMATS))
-def test_every_format_holds_the_true_sum_and_counts_operand_digits_by_value(data_format):
-    examples = generate_splits(DataConfig(num_examples=500, max_digits=3, format=data_format))["train"]
-    for text in examples:
-        prompt, answer = split_example(text)
-        a, b = (int(operand) for operand in prompt.rstrip("=").split("+"))
-        written = answer[::-1] if data_format.endswith("reversed") else answer
-        assert int(written) == a + b
-        assert operand_digits(prompt) == (len(str(a)), len(str(b)))
-        if data_format.startswith("padded"):
-            assert len(prompt) == 3 + 3 + 2 and len(answer) == 4
-
-
 def test_format_is_recorded_in_the_files_and_read_back(tmp_path):
     config = DataConfig(num_examples=50, format="padded-reversed")
     write_splits(str(tmp_path), generate_splits(config), config)
@@ -160,7 +122,6 @@ def test_unknown_format_in_a_data_file_is_a_clear_error(tmp_path, value, shown):
 
 
 def test_padded_formats_know_their_operand_width():
-    assert format_problem(12, 7, "padded") == "12+07=019<end>"  # width of the longer operand by default
     dataset = ArithmeticDataset(["012+007=0019<end>"], Tokenizer(), 32, data_format="padded")
     assert dataset.operand_width == 3
     assert ArithmeticDataset(["12+7=19<end>"], Tokenizer(), 32).operand_width is None

@@ -1,0 +1,38 @@
+"""Heatmaps of exact match over (digits of a, digits of b), one panel per operation, as PNG files."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, none opened
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_grid_heatmap(grid, path, title):
+    """`grid`: {operation: {"AxB": {"exact_match", "count"}}} as evaluate() returns it. Cells with more than two
+    operands have no place on the plane and are left out. Returns whether anything was drawn."""
+    panels = {}
+    for operator, cells in grid.items():
+        pairs = {tuple(map(int, digits.split("x"))): values for digits, values in cells.items()
+                 if digits.count("x") == 1}
+        if pairs:
+            panels[operator] = pairs
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    for axis, (operator, pairs) in zip(axes[0], panels.items()):
+        rows = max(a for a, _ in pairs)
+        columns = max(b for _, b in pairs)
+        values = [[pairs.get((a, b), {}).get("exact_match", float("nan")) for b in range(1, columns + 1)]
+                  for a in range(1, rows + 1)]
+        image = axis.imshow(values, vmin=0, vmax=1, cmap="RdYlGn", origin="lower",
+                            extent=(0.5, columns + 0.5, 0.5, rows + 0.5))
+        if rows * columns <= 144:  # small enough to print every cell's value
+            for (a, b), cell in pairs.items():
+                axis.text(b, a, f"{100 * cell['exact_match']:.0f}", ha="center", va="center", fontsize=7)
+        axis.set(title=f"{operator}: exact match (%)", xlabel="digits of b", ylabel="digits of a",
+                 xticks=range(1, columns + 1), yticks=range(1, rows + 1))
+        figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True

@@ -1,0 +1,191 @@
+"""One arithmetic problem and its text in each data format: rendering, parsing the prompt back to numbers, carries
+and the scratchpad's steps. Pure functions, no randomness (generation lives in data.py, edge cases in edge_cases.py).
+"""
+
+from dataclasses import dataclass
+from functools import reduce
+
+END_TOKEN = "<end>"
+THINK_START, THINK_END = "<think>", "</think>"
+OPERATIONS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
+FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
+    "plain": "12+7=19 (the seed's format)",
+    "reversed": "12+7=91 (answer digits least significant first, the order in which carries are computed)",
+    "padded": "12+07=019 (operands zero-padded to --max-digits, the answer to its largest possible width)",
+    "padded-reversed": "12+07=910 (padded, answer reversed, as minGPT's adder)",
+    "reversed-all": "21+7=91 (operands and answer least significant digit first)",
+    "padded-reversed-all": "21+70=910 (padded, operands and answer reversed)",
+    "scratchpad": "12+7=<think>2+7=9 1=1</think>19 (digit-by-digit steps, then the plain answer)",
+}
+# Scratchpad steps are defined for these (operation: most operands)
+SCRATCHPAD_LIMITS = {"+": None, "-": 2, "*": 2}
+
+
+def is_padded(data_format):
+    return data_format.startswith("padded")
+
+
+def answer_reversed(data_format):
+    return "reversed" in data_format
+
+
+def operands_reversed(data_format):
+    return data_format.endswith("reversed-all")
+
+
+@dataclass(frozen=True)
+class Problem:
+    operator: str  # one of OPERATIONS, between every pair of operands; evaluated left to right
+    operands: tuple  # non-negative ints
+
+    @property
+    def result(self):
+        return reduce(OPERATIONS[self.operator], self.operands)
+
+    @property
+    def operand_digits(self):
+        """Digits of each operand's value (0 has one)."""
+        return tuple(len(str(x)) for x in self.operands)
+
+    def render(self, data_format="plain", width=None):
+        """The whole example, prompt and answer: "12+7=19<end>" in the plain format. Padded formats write operands
+        with `width` digits (default: as many as the longest operand has)."""
+        if is_padded(data_format):
+            width = width or max(self.operand_digits)
+            operands = [f"{x:0{width}d}" for x in self.operands]
+        else:
+            operands = [str(x) for x in self.operands]
+        if operands_reversed(data_format):
+            operands = [text[::-1] for text in operands]
+        return f"{self.operator.join(operands)}={self.answer_text(data_format, width)}{END_TOKEN}"
+
+    def answer_text(self, data_format="plain", width=None):
+        result = self.result
+        digits = str(abs(result))
+        if is_padded(data_format):
+            digits = digits.zfill(answer_width(self.operator, len(self.operands), width or max(self.operand_digits)))
+        if answer_reversed(data_format):
+            digits = digits[::-1]
+        answer = ("-" if result < 0 else "") + digits
+        if data_format == "scratchpad":
+            return f"{THINK_START}{' '.join(scratchpad_steps(self))}{THINK_END}{answer}"
+        return answer
+
+
+def answer_width(operator, num_operands, width):
+    """Digits of the largest possible |result| for operands of `width` digits: the padded answer's width."""
+    largest = 10 ** width - 1
+    bound = {"+": num_operands * largest, "-": (num_operands - 1) * largest, "*": largest ** num_operands}[operator]
+    return len(str(bound))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading text back
+
+def split_example(text):
+    """'12+34=46<end>' -> ('12+34=', '46'): the prompt the model sees and the answer it must write."""
+    prompt, equals, rest = text.partition("=")
+    if not equals or not rest.endswith(END_TOKEN):
+        raise ValueError(f"expected 'a+b=c{END_TOKEN}', got {text!r}")
+    return prompt + "=", rest[: -len(END_TOKEN)]
+
+
+def parse_prompt(prompt, data_format="plain"):
+    """'12+07=' -> Problem('+', (12, 7)), undoing the format's padding and reversal."""
+    body = prompt[:-1] if prompt.endswith("=") else prompt
+    operator = next((char for char in body if char in OPERATIONS), None)
+    texts = body.split(operator) if operator else []
+    if len(texts) < 2 or not all(text.isdigit() for text in texts):
+        raise ValueError(f"expected a prompt like '12+34=' with operators {' '.join(OPERATIONS)}, got {prompt!r}")
+    if operands_reversed(data_format):
+        texts = [text[::-1] for text in texts]
+    return Problem(operator, tuple(int(text) for text in texts))
+
+
+def final_answer(answer):
+    """The answer a scratchpad ends with ('<think>...</think>19' -> '19'); other answers are already final."""
+    return answer.rpartition(THINK_END)[2] if THINK_START in answer else answer
+
+
+def written_steps(answer):
+    """The steps between <think> and </think> ('' if there are none), as a list."""
+    if not answer.startswith(THINK_START):
+        return []
+    return answer[len(THINK_START):].partition(THINK_END)[0].split()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Carries and scratchpad steps, both by columns of digits, least significant first
+
+def digit_columns(operands):
+    """Columns of digits, least significant first: (658, 9) -> [[8, 9], [5], [6]] (shorter operands end early)."""
+    texts = [str(x)[::-1] for x in operands]
+    return [[int(text[i]) for text in texts if i < len(text)] for i in range(max(map(len, texts)))]
+
+
+def addition_columns(operands):
+    """[(digits, carry in, column sum)] of the schoolbook addition."""
+    columns, carry = [], 0
+    for digits in digit_columns(operands):
+        total = sum(digits) + carry
+        columns.append((digits, carry, total))
+        carry = total // 10
+    return columns
+
+
+def subtraction_columns(larger, smaller):
+    """[(digits, borrow in, difference)] of larger - smaller; a negative difference borrows from the next column."""
+    columns, borrow = [], 0
+    for digits in digit_columns((larger, smaller)):
+        difference = digits[0] - sum(digits[1:]) - borrow
+        columns.append((digits, borrow, difference))
+        borrow = int(difference < 0)
+    return columns
+
+
+def num_carries(problem):
+    """Carries of an addition (columns passing something on), borrows of a two-operand subtraction (of the larger
+    operand minus the smaller); None for multiplication and longer subtractions, which have no single count."""
+    if problem.operator == "+":
+        return sum(total >= 10 for _, _, total in addition_columns(problem.operands))
+    if problem.operator == "-" and len(problem.operands) == 2:
+        return sum(difference < 0 for _, _, difference in subtraction_columns(*sorted(problem.operands, reverse=True)))
+    return None
+
+
+def scratchpad_steps(problem):
+    """The steps the scratchpad format writes before the answer, e.g. 658+189 -> ['8+9=17', '5+8+1=14', '6+1+1=8'].
+
+    Addition: one step per column, its digits, the carry in (when not 0) and their sum. Subtraction: the same with
+    borrows, the difference negative where the column borrows; when the result is negative, a first step swaps the
+    operands ('658-189'). Multiplication: one partial product per digit of b, then their shifted sum."""
+    operator, operands = problem.operator, problem.operands
+    limit = SCRATCHPAD_LIMITS[operator]
+    if limit is not None and len(operands) > limit:
+        raise ValueError(f"the scratchpad format handles {operator} with at most {limit} operands, got {problem}")
+    if operator == "+":
+        return [column_step("+", digits, carry, total) for digits, carry, total in addition_columns(operands)]
+    if operator == "-":
+        a, b = operands
+        swap = [f"{b}-{a}"] if a < b else []
+        return swap + [column_step("-", digits, borrow, difference)
+                       for digits, borrow, difference in subtraction_columns(max(a, b), min(a, b))]
+    a, b = operands
+    partials = [a * int(digit) for digit in reversed(str(b))]
+    shifted = "+".join(str(partial * 10 ** place) for place, partial in enumerate(partials))
+    return [f"{a}*{digit}={partial}" for digit, partial in zip(reversed(str(b)), partials)] + [f"{shifted}={a * b}"]
+
+
+def column_step(operator, digits, carry, value):
+    terms = operator.join(map(str, digits)) + (f"{operator}{carry}" if carry else "")
+    return f"{terms}={value}"
+
+
+def operand_count_for_digits(num_digits):
+    """How many integers have exactly this many digits (0 counts as a 1-digit number)."""
+    return 10 if num_digits == 1 else 9 * 10 ** (num_digits - 1)
+
+
+def smallest_with_digits(num_digits):
+    return 0 if num_digits == 1 else 10 ** (num_digits - 1)
+
