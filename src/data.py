@@ -29,6 +29,8 @@ SPLITS = ("train", "val", "test")
 SAMPLINGS = {
     "balanced": "every combination of operand lengths equally likely (the default)",
     "uniform": "operands uniform in 0 .. 10^max_digits - 1, so most have max_digits digits",
+    "mixed": "half the problems as balanced draws them, half as uniform does: the long operands that uniform test "
+             "sets are made of dominate, and short ones, zeros and the like are still common",
     "carry-balanced": "as balanced, and within each length pair every number of carries (borrows for -) equally "
                       "likely, so long carry chains are common (+ and - with two operands)",
 }
@@ -91,6 +93,23 @@ def fill_quotas(total, capacities):
         bins_left = len(order) - position
         quotas[i] = min(capacities[i], -(-remaining // bins_left))
         remaining -= quotas[i]
+    return quotas
+
+
+def weighted_quotas(total, weights, capacities):
+    """Split `total` over bins in proportion to `weights`, each bin capped at its capacity (what a full bin cannot
+    take goes to the others, in proportion again)."""
+    quotas = [0] * len(weights)
+    open_bins = [i for i, capacity in enumerate(capacities) if capacity > 0]
+    while total > sum(quotas) and open_bins:
+        remaining = total - sum(quotas)
+        weight_sum = sum(weights[i] for i in open_bins)
+        for i in open_bins:
+            quotas[i] += min(capacities[i] - quotas[i], math.floor(remaining * weights[i] / weight_sum))
+        if sum(quotas) == total - remaining:  # every share rounded down to 0: one more each, heaviest first
+            for i in sorted(open_bins, key=lambda i: -weights[i])[:remaining]:
+                quotas[i] += 1
+        open_bins = [i for i in open_bins if quotas[i] < capacities[i]]
     return quotas
 
 
@@ -171,8 +190,13 @@ def sample_group(operator, num_operands, count, config, rng):
         return sample_distinct_tuples([(0, 10 ** config.max_digits)] * num_operands, count, rng)
     length_tuples = list(itertools.product(range(1, config.max_digits + 1), repeat=num_operands))
     capacities = [math.prod(operand_count_for_digits(length) for length in lengths) for lengths in length_tuples]
+    if config.sampling == "mixed":  # half balanced (equal weights), half uniform (weights ~ how many problems exist)
+        weights = [0.5 / len(capacities) + 0.5 * capacity / sum(capacities) for capacity in capacities]
+        quotas = weighted_quotas(count, weights, capacities)
+    else:
+        quotas = fill_quotas(count, capacities)
     parts = []
-    for lengths, quota in tqdm(list(zip(length_tuples, fill_quotas(count, capacities))), desc=f"sampling {operator}",
+    for lengths, quota in tqdm(list(zip(length_tuples, quotas)), desc=f"sampling {operator}",
                                unit="length tuple", disable=count < 200_000, leave=False):
         if config.sampling == "carry-balanced":
             parts.append(sample_carry_balanced(operator, lengths, quota, rng))

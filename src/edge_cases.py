@@ -32,10 +32,10 @@ def edge_cases(operators, max_digits, max_operands):
             cases["all nines"].append(Problem(operator, (nines(la), nines(lb))))
             cases["zero operand"] += [Problem(operator, (0, random_with_digits(lb, rng))),
                                       Problem(operator, (random_with_digits(la, rng), 0))]
-            if operator != "*" and la == lb:  # every column of both operands passes a carry (borrow) on
-                all_columns = set(range(la))
+            if operator == "+" and la == lb or operator == "-" and la == lb > 1:  # every column passes a carry on (a borrow: all but the first digit's)
+                chain = set(range(la if operator == "+" else la - 1))
                 cases["carry through every digit"] += [
-                    Problem(operator, carry_pattern_pair(operator, (la, lb), all_columns, rng)) for _ in range(2)]
+                    Problem(operator, carry_pattern_pair(operator, (la, lb), chain, rng)) for _ in range(2)]
         for length in range(1, max_digits + 1):
             cases["zero operand"].append(Problem(operator, (0, 0)))
             if operator == "+":  # 999+1 and 1+999: a carry from the last column through all the others

@@ -1,13 +1,15 @@
 import json
 import logging
+from collections import Counter
 
 import pytest
 import torch
 
-from src.data import IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, generate_splits, read_split, write_splits
-from src.problems import FORMATS, Problem, parse_prompt, split_example
-from src.errors import DataError
-from src.tokenizer import Tokenizer
+from src.data import (IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, generate_splits, read_split,
+                      weighted_quotas, write_splits)
+from src.problems import FORMATS, num_carries, parse_prompt, split_example
+from src.errors import ConfigError, DataError
+from src.tokenizer import DEFAULT_VOCAB, Tokenizer, TokenizerError, vocab_for
 
 
 def test_fill_quotas_caps_small_bins_and_spreads_the_rest():
@@ -125,3 +127,96 @@ def test_padded_formats_know_their_operand_width():
     dataset = ArithmeticDataset(["012+007=0019<end>"], Tokenizer(), 32, data_format="padded")
     assert dataset.operand_width == 3
     assert ArithmeticDataset(["12+7=19<end>"], Tokenizer(), 32).operand_width is None
+
+
+def all_problems(splits, data_format="plain"):
+    return [parse_prompt(split_example(text)[0], data_format) for examples in splits.values() for text in examples]
+
+
+def test_mixed_operations_are_equally_represented_right_and_disjoint():
+    splits = generate_splits(DataConfig(num_examples=3000, max_digits=3, operations="+,-,*", format="padded-reversed"))
+    everything = [text for examples in splits.values() for text in examples]
+    assert len(set(everything)) == len(everything)
+    problems = all_problems(splits, "padded-reversed")
+    counts = Counter(problem.operator for problem in problems)
+    assert counts == {"+": 1000, "-": 1000, "*": 1000}
+    for text, problem in zip(everything, problems):
+        answer = split_example(text)[1]
+        assert int(answer[0] + answer[1:][::-1] if answer.startswith("-") else answer[::-1]) == problem.result
+    assert any(problem.result < 0 for problem in problems)  # subtraction goes negative
+
+
+def test_max_operands_mixes_operand_counts():
+    splits = generate_splits(DataConfig(num_examples=3000, max_digits=2, max_operands=4))
+    counts = Counter(len(problem.operands) for problem in all_problems(splits))
+    assert counts == {2: 1000, 3: 1000, 4: 1000}
+    for text in splits["train"]:
+        prompt, answer = split_example(text)
+        assert int(answer) == sum(map(int, prompt[:-1].split("+")))
+
+
+def test_uniform_sampling_draws_operands_uniformly():
+    problems = all_problems(generate_splits(DataConfig(num_examples=5000, max_digits=4, sampling="uniform")))
+    longest = sum(len(str(x)) == 4 for problem in problems for x in problem.operands) / (2 * len(problems))
+    assert 0.87 < longest < 0.93  # 9000 of the 10,000 values have 4 digits
+
+
+def test_carry_balanced_sampling_makes_long_carry_chains_common():
+    def share_of_full_carries(sampling):
+        splits = generate_splits(DataConfig(num_examples=10_000, max_digits=5, sampling=sampling, seed=3))
+        full = [num_carries(p) == 5 for p in all_problems(splits) if p.operand_digits == (5, 5)]
+        return sum(full) / len(full)
+    assert share_of_full_carries("balanced") < 0.08
+    assert 0.11 < share_of_full_carries("carry-balanced") < 0.23  # 0 to 5 carries: a sixth each
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"operations": "+,/"}, "--operations must be a comma-separated subset"),
+    ({"operations": "+,+"}, "--operations must be a comma-separated subset"),
+    ({"max_operands": 1}, "--max-operands must be at least 2"),
+    ({"sampling": "carry-balanced", "operations": "*"}, "carry-balanced counts the carries"),
+    ({"format": "scratchpad", "operations": "+,-", "max_operands": 3}, "steps for - with at most 2 operands"),
+    ({"sampling": "sorted"}, "--sampling must be one of"),
+])
+def test_bad_generation_settings_are_clear_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        DataConfig(**overrides)
+
+
+def test_the_vocabulary_follows_the_data():
+    assert vocab_for(generate_splits(DataConfig(num_examples=100))["train"]) == DEFAULT_VOCAB
+    mixed = vocab_for(generate_splits(DataConfig(num_examples=300, operations="-,*"))["train"])
+    assert mixed == DEFAULT_VOCAB + ["-", "*"]
+    scratchpad = vocab_for(generate_splits(DataConfig(num_examples=100, format="scratchpad"))["train"])
+    assert scratchpad == DEFAULT_VOCAB + [" ", "<think>", "</think>"]
+    with pytest.raises(TokenizerError, match="unknown character 'x'"):
+        Tokenizer(vocab_for(["1x2=2<end>"])).encode("1x2=2<end>")
+
+
+def test_data_files_from_before_operations_still_load(tmp_path):
+    path = tmp_path / "test.json"
+    path.write_text('{"metadata": {"split": "test", "operations": ["+"], "num_examples": 2}, '
+                    '"examples": ["1+1=2<end>", "12+7=19<end>"]}')
+    dataset = ArithmeticDataset.from_file(str(path), Tokenizer(), 32)
+    assert [problem.operands for problem in dataset.problems] == [(1, 1), (12, 7)]
+
+
+def test_a_prompt_that_is_not_a_problem_names_its_line(tmp_path):
+    path = tmp_path / "test.json"
+    path.write_text('{"examples": [\n"1+1=2<end>",\n"11=2<end>"\n]}')
+    with pytest.raises(DataError, match="test.json line 3: expected a prompt like"):
+        ArithmeticDataset.from_file(str(path), Tokenizer(), 32)
+
+
+def test_weighted_quotas_follow_weights_within_capacities():
+    assert weighted_quotas(1000, [1, 1, 2], [10**6] * 3) == [250, 250, 500]
+    assert weighted_quotas(10, [1, 1, 1], [2, 100, 100]) == [2, 4, 4]
+    assert sum(weighted_quotas(7, [0.1, 0.1, 0.8], [100] * 3)) == 7
+
+
+def test_mixed_sampling_is_half_balanced_half_uniform():
+    problems = all_problems(generate_splits(DataConfig(num_examples=20_000, max_digits=4, sampling="mixed")))
+    counts = Counter(problem.operand_digits for problem in problems)
+    # 4x4 holds 81% of all problems: 0.5 / 16 + 0.5 * 0.81 = 44% of the data; 1x2 holds 0.09%: about 1/32
+    assert 0.43 < counts[(4, 4)] / 20_000 < 0.46
+    assert 0.028 < counts[(1, 2)] / 20_000 < 0.036

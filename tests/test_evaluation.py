@@ -4,19 +4,24 @@ import pytest
 import torch
 
 from src.data import ArithmeticDataset
-from src.evaluation import evaluate
+from src.edge_cases import edge_case_datasets, edge_cases
+from src.evaluation import evaluate, scalar_metrics
 from src.model import ModelConfig
+from src.plots import save_grid_heatmap
+from src.problems import Problem, num_carries, split_example
 from src.runtime import select_precision
-from src.tokenizer import Tokenizer
+from src.tokenizer import Tokenizer, vocab_for
+
+CPU = torch.device("cpu")
 
 
 class TableModel(torch.nn.Module):
     """Predicts, at every position, the next character of the answer its table holds for the prompt."""
 
-    def __init__(self, tokenizer, answers):
+    def __init__(self, tokenizer, answers, max_length=32):
         super().__init__()
         self.tokenizer, self.answers = tokenizer, answers
-        self.config = ModelConfig(vocab_size=len(tokenizer), max_length=32)
+        self.config = ModelConfig(vocab_size=len(tokenizer), max_length=max_length)
 
     def forward(self, idx, targets=None, cache=None):
         if cache is None:
@@ -60,3 +65,62 @@ def test_metrics_on_a_known_case():
     }
     assert results["mistakes"] == [{"prompt": "12+34=", "expected": "46", "predicted": "47"},
                                    {"prompt": "50+50=", "expected": "100", "predicted": "10"}]
+
+
+def test_breakdown_by_operation_cell_carries_and_scratchpad_steps():
+    problems = [Problem("+", (58, 67)), Problem("+", (3, 4)), Problem("-", (12, 307)), Problem("*", (12, 34))]
+    examples = [problem.render("scratchpad") for problem in problems]
+    tokenizer = Tokenizer(vocab_for(examples))
+    answers = {prompt: answer for prompt, answer in map(split_example, examples)}
+    answers["58+67="] = answers["58+67="].replace("5+6+1=12", "5+6+1=11")  # a wrong step, a right answer
+    answers["12*34="] = answers["12*34="][:-1] + "9"  # right steps, a wrong answer
+    dataset = ArithmeticDataset(examples, tokenizer, max_length=64, data_format="scratchpad")
+    results = evaluate(TableModel(tokenizer, answers, max_length=64), dataset, tokenizer, batch_size=3,
+                       device=CPU, precision=select_precision(CPU))
+    assert results["exact_match"] == 0.75  # the final answer decides, not the steps
+    assert results["exact_match_by_operation"] == {"*": {"exact_match": 0.0, "count": 1},
+                                                   "+": {"exact_match": 1.0, "count": 2},
+                                                   "-": {"exact_match": 1.0, "count": 1}}
+    assert results["exact_match_by_operation_and_operand_digits"]["+"] == {
+        "1x1": {"exact_match": 1.0, "count": 1}, "2x2": {"exact_match": 1.0, "count": 1}}
+    assert results["exact_match_by_carries"] == {"+": {"0": {"exact_match": 1.0, "count": 1},
+                                                       "2": {"exact_match": 1.0, "count": 1}},
+                                                 "-": {"1": {"exact_match": 1.0, "count": 1}}}
+    assert results["worst_cells"] == [{"operation": "*", "operand_digits": "2x2", "exact_match": 0.0, "count": 1}]
+    # steps: 58+67 has 2 (one wrong), 3+4 has 1, 12-307 has 4, 12*34 has 3: 9 of 10 right, 3 of 4 problems
+    assert results["scratchpad"] == {"steps_exact_match": 0.75, "step_accuracy": 0.9}
+    metrics = scalar_metrics(results | {"edge_cases": {"exact_match": 1.0, "by_kind": {}}}, "val")
+    assert metrics["val/exact_match/*"] == 0.0 and metrics["val/by_digits/+/2x2"] == 1.0
+    assert metrics["val/by_carries/-/1"] == 1.0 and metrics["val/scratchpad/step_accuracy"] == 0.9
+
+
+def test_edge_cases_hold_what_their_names_promise():
+    cases = edge_cases(["+", "-", "*"], max_digits=4, max_operands=3)
+    assert Problem("+", (9999, 9999)) in cases["all nines"] and Problem("*", (999, 9)) in cases["all nines"]
+    assert Problem("+", (9999, 9999, 9999)) in cases["all nines"]
+    assert Problem("+", (999, 1)) in cases["carry through every digit"]
+    assert Problem("-", (1000, 1)) in cases["carry through every digit"]
+    for problem in cases["carry through every digit"]:
+        if problem.operand_digits[0] == problem.operand_digits[1]:  # every column carries (borrows, but the first)
+            assert num_carries(problem) == problem.operand_digits[0] - (problem.operator == "-")
+    assert all(0 in problem.operands for problem in cases["zero operand"])
+    assert all(problem.result == 0 for problem in cases["zero result"])
+
+
+def test_edge_cases_follow_the_datasets_format_width_and_max_length():
+    examples = [Problem("+", (12, 7)).render("padded-reversed", 3), Problem("+", (5, 3)).render("padded-reversed", 3)]
+    dataset = ArithmeticDataset(examples, Tokenizer(), 32, data_format="padded-reversed")
+    cases = edge_case_datasets(dataset, Tokenizer(), 32)
+    assert "999+999=8991<end>" in cases["all nines"].examples  # padded to the dataset's width of 3
+    assert set(cases) == {"all nines", "carry through every digit", "zero operand"}
+    short = edge_case_datasets(dataset, Tokenizer(), 12)  # the 13-token cases do not fit
+    assert all(len(text) <= 17 for cases in short.values() for text in cases.examples)
+
+
+def test_heatmap_is_a_png_with_a_panel_per_operation(tmp_path):
+    grid = {"+": {"1x1": {"exact_match": 1.0, "count": 5}, "1x2": {"exact_match": 0.5, "count": 2}},
+            "-": {"2x2": {"exact_match": 0.25, "count": 4}}}
+    path = tmp_path / "heatmap.png"
+    assert save_grid_heatmap(grid, path, "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert not save_grid_heatmap({"+": {"1x1x1": {"exact_match": 1.0, "count": 1}}}, tmp_path / "none.png", "")

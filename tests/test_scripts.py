@@ -146,3 +146,31 @@ def test_bad_flags_are_one_line_errors(script, flags, message, tmp_path):
     result = run_script(script, *flags, *places[script], home=tmp_path, check=False)
     assert result.returncode == 1
     assert message in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_mixed_operations_with_a_scratchpad_end_to_end(tmp_path):
+    """generate_data -> train (W&B offline) -> evaluate on + and - in the scratchpad format: the vocabulary grows
+    with the data, and every breakdown, the heatmaps and the W&B metrics come out."""
+    data_dir, output_dir = tmp_path / "data", tmp_path / "run"
+    run_script("generate_data.py", "--num-examples", 400, "--operations", "+,-", "--format", "scratchpad",
+               "--output-dir", data_dir, home=tmp_path)
+    flags = [arg for arg in train_args(data_dir, output_dir, "--num-epochs", 1, "--max-length", 48)
+             if arg != "--no-wandb"]
+    trained = run_script("train.py", *flags, home=tmp_path)
+    assert "test edge cases: exact match" in trained.stderr and "test scratchpad: all steps right" in trained.stderr
+    config = json.loads((output_dir / "training_config.json").read_text())
+    assert config["vocab"][13:] == ["-", " ", "<think>", "</think>"]
+    assert config["data_config"]["operations"] == "+,-" and config["data_format"] == "scratchpad"
+    results = json.loads((output_dir / "test_results.json").read_text())
+    assert set(results["exact_match_by_operation"]) == {"+", "-"}
+    assert {"steps_exact_match", "step_accuracy"} <= set(results["scratchpad"])
+    assert "all nines" in results["edge_cases"]["by_kind"]
+    assert (output_dir / "test_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    run_log = next((output_dir / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()
+    assert b"val/exact_match/-" in run_log and b"val/edge_cases/all nines" in run_log
+
+    evaluated = run_script("evaluate.py", "--checkpoint", output_dir, "--data-dir", data_dir, home=tmp_path)
+    assert "heatmap of exact match by operand lengths written to" in evaluated.stderr
+    results = json.loads((output_dir / "eval_test.json").read_text())
+    assert set(results["exact_match_by_operation_and_operand_digits"]["-"]) == {"1x1", "1x2", "2x1", "2x2"}
+    assert (output_dir / "eval_test_heatmap.png").stat().st_size > 5000

@@ -1,0 +1,105 @@
+"""Single problems in every format and operation: the text written, the prompt read back, carries and the
+scratchpad's steps. A wrong answer, a wrong reversal or a wrong step fails here."""
+
+import random
+
+import pytest
+
+from src.problems import (FORMATS, Problem, answer_width, final_answer, num_carries, parse_prompt,
+                          scratchpad_steps, split_example, written_steps)
+
+
+@pytest.mark.parametrize("data_format, addition, subtraction, multiplication", [
+    ("plain", "658+189=847", "189-658=-469", "658*189=124362"),
+    ("reversed", "658+189=748", "189-658=-964", "658*189=263421"),
+    ("padded", "0658+0189=00847", "0189-0658=-0469", "0658*0189=00124362"),
+    ("padded-reversed", "0658+0189=74800", "0189-0658=-9640", "0658*0189=26342100"),
+    ("reversed-all", "856+981=748", "981-856=-964", "856*981=263421"),
+    ("padded-reversed-all", "8560+9810=74800", "9810-8560=-9640", "8560*9810=26342100"),
+])
+def test_each_format_writes_the_true_result(data_format, addition, subtraction, multiplication):
+    for (a, b), operator, expected in [((658, 189), "+", addition), ((189, 658), "-", subtraction),
+                                       ((658, 189), "*", multiplication)]:
+        assert Problem(operator, (a, b)).render(data_format, width=4) == expected + "<end>"
+
+
+def test_the_scratchpad_writes_the_issues_example():
+    assert Problem("+", (658, 189)).render("scratchpad") == \
+        "658+189=<think>8+9=17 5+8+1=14 6+1+1=8</think>847<end>"
+
+
+def test_more_operands_and_the_seeds_format():
+    assert Problem("+", (12, 7, 30)).render() == "12+7+30=49<end>"
+    assert Problem("-", (5, 3, 9)).render() == "5-3-9=-7<end>"
+    assert Problem("+", (58, 67)).render() == "58+67=125<end>"
+
+
+@pytest.mark.parametrize("operator, operands, width, digits", [
+    ("+", 2, 3, 4), ("+", 12, 3, 5), ("-", 2, 3, 3), ("-", 3, 3, 4), ("*", 2, 3, 6), ("*", 3, 2, 6)])
+def test_padded_answers_have_room_for_the_largest_result(operator, operands, width, digits):
+    assert answer_width(operator, operands, width) == digits
+
+
+@pytest.mark.parametrize("data_format", list(FORMATS))
+@pytest.mark.parametrize("operator", ["+", "-", "*"])
+def test_random_problems_read_back_and_their_answers_decode_to_the_result(data_format, operator):
+    rng = random.Random(0)
+    for _ in range(300):
+        num_operands = 2 if data_format == "scratchpad" and operator != "+" else rng.randint(2, 4)
+        problem = Problem(operator, tuple(rng.randrange(10 ** rng.randint(1, 5)) for _ in range(num_operands)))
+        prompt, answer = split_example(problem.render(data_format, width=5))
+        assert parse_prompt(prompt, data_format) == problem
+        answer = final_answer(answer)
+        sign, digits = ("-", answer[1:]) if answer.startswith("-") else ("", answer)
+        if "reversed" in data_format:
+            digits = digits[::-1]
+        assert int(sign + digits) == problem.result
+        if data_format.startswith("padded"):
+            assert len(digits) == answer_width(operator, num_operands, 5)
+        else:
+            assert digits == str(abs(problem.result))
+
+
+@pytest.mark.parametrize("operator", ["+", "-", "*"])
+def test_every_scratchpad_step_is_a_true_equation(operator):
+    """Each step 'x+y+c=s' (or a partial product, or the swap of a negative subtraction) holds, and the answer is
+    right: the steps cannot be arithmetic nonsense that happens to end in the right result."""
+    rng = random.Random(1)
+    for _ in range(300):
+        a, b = rng.randrange(10 ** rng.randint(1, 6)), rng.randrange(10 ** rng.randint(1, 6))
+        problem = Problem(operator, (a, b))
+        steps = scratchpad_steps(problem)
+        if operator == "-" and a < b:
+            assert steps[0] == f"{b}-{a}"
+            steps = steps[1:]
+        for step in steps:
+            left, right = step.split("=")
+            assert eval(left) == int(right), step  # noqa: S307 (digits and + - * only)
+        _, answer = split_example(problem.render("scratchpad"))
+        assert written_steps(answer) == scratchpad_steps(problem)
+        assert int(final_answer(answer)) == problem.result
+
+
+def test_scratchpad_columns_carry_and_borrow():
+    assert scratchpad_steps(Problem("+", (99, 1))) == ["9+1=10", "9+1=10"]
+    assert scratchpad_steps(Problem("-", (100, 99))) == ["0-9=-9", "0-9-1=-10", "1-1=0"]
+    assert scratchpad_steps(Problem("-", (12, 307))) == ["307-12", "7-2=5", "0-1=-1", "3-1=2"]
+    assert scratchpad_steps(Problem("*", (12, 34))) == ["12*4=48", "12*3=36", "48+360=408"]
+    with pytest.raises(ValueError, match="at most 2 operands"):
+        scratchpad_steps(Problem("-", (1, 2, 3)))
+
+
+@pytest.mark.parametrize("operator, operands, carries", [
+    ("+", (0, 0), 0), ("+", (5, 5), 1), ("+", (99, 1), 2), ("+", (999, 999), 3), ("+", (123, 456), 0),
+    ("+", (15, 85), 2), ("+", (9, 9, 9), 1), ("-", (100, 99), 2), ("-", (99, 100), 2), ("-", (57, 23), 0),
+    ("*", (99, 99), None), ("-", (9, 1, 1), None)])
+def test_num_carries(operator, operands, carries):
+    assert num_carries(Problem(operator, operands)) == carries
+
+
+def test_prompts_that_are_not_problems_are_refused():
+    for prompt in ["12=", "+3=", "1+x=", "1++2="]:
+        with pytest.raises(ValueError, match="expected a prompt"):
+            parse_prompt(prompt)
+    assert parse_prompt("0012*0300=", "padded") == Problem("*", (12, 300))
+    assert parse_prompt("21+003=", "reversed-all") == Problem("+", (12, 300))
