@@ -12,6 +12,7 @@ import os
 from src.checkpoint import load_model
 from src.cli import run_main
 from src.data import ArithmeticDataset, split_path
+from src.edge_cases import edge_case_datasets
 from src.errors import ConfigError
 from src.evaluation import evaluate, evaluate_edge_cases, log_report
 from src.files import write_json
@@ -71,16 +72,19 @@ def main():
     results = evaluate(model, dataset, tokenizer, args.batch_size, device, precision,
                        num_mistakes=args.num_mistakes)
     if not args.no_edge_cases:
-        results["edge_cases"] = evaluate_edge_cases(model, dataset, tokenizer, args.batch_size, device, precision,
+        edge_sets = edge_case_datasets(dataset, tokenizer, model.config.max_length)
+        results["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, args.batch_size, device, precision,
                                                     num_mistakes=args.num_mistakes)
     results.update(checkpoint=model_path, data_path=data_path)
 
     log.info(f"exact match {results['exact_match']:.4f} | token accuracy {results['token_accuracy']:.4f} | "
              f"loss {results['loss']:.4f}")
     by_digits = results["exact_match_by_operand_digits"]
-    for digits, cell in by_digits.items() if len(by_digits) <= 25 else ():  # larger grids: see the JSON and heatmap
-        log.info(f"  operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} problems)")
-    log_report(results, log, name := os.path.splitext(os.path.basename(data_path))[0])
+    if len(by_digits) <= 25:  # larger grids are for the JSON and the heatmap
+        for digits, cell in by_digits.items():
+            log.info(f"  operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} problems)")
+    name = os.path.splitext(os.path.basename(data_path))[0]
+    log_report(results, log, name)
 
     output_file = args.output_file or os.path.join(os.path.dirname(model_path), f"eval_{name}.json")
     write_json(output_file, results)
@@ -89,6 +93,7 @@ def main():
     if save_grid_heatmap(results["exact_match_by_operation_and_operand_digits"], heatmap,
                          f"{model_path} on {data_path}"):
         log.info(f"heatmap of exact match by operand lengths written to {heatmap}")
+
 
 if __name__ == "__main__":
     run_main(main)

@@ -10,8 +10,9 @@ import logging
 import time
 
 from src.cli import run_main
-from src.data import FORMATS, SAMPLINGS, DataConfig, generate_splits, split_path, summarize, write_splits
+from src.data import SAMPLINGS, DataConfig, generate_splits, split_path, summarize, write_splits
 from src.logging_setup import setup_logging
+from src.problems import FORMATS
 
 log = logging.getLogger("generate_data")
 defaults = DataConfig()
@@ -25,8 +26,9 @@ def build_parser():
     parser.add_argument("--max-digits", type=int, default=defaults.max_digits,
                         help="operands have 1 to this many digits (default: %(default)s)")
     parser.add_argument("--operations", default=defaults.operations,
-                        help="comma-separated operations mixed in one dataset, any of + - * (subtraction may be "
-                             "negative); each equally represented (default: %(default)s)")
+                        help="comma-separated operations mixed in one dataset, any of + - * or add sub mul (a value "
+                             "that starts with - needs the = form: --operations=-,*); subtraction may be negative; "
+                             "each equally represented (default: %(default)s)")
     parser.add_argument("--max-operands", type=int, default=defaults.max_operands,
                         help="problems have 2 to this many operands, e.g. 12+7+30=49, one operation per problem, "
                              "evaluated left to right; each count equally represented (default: %(default)s)")

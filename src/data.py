@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from src.errors import ConfigError, DataError
 from src.files import atomic_open
-from src.problems import (FORMATS, OPERATIONS, SCRATCHPAD_LIMITS, Problem, is_padded, num_carries,
+from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key, is_padded, num_carries,
                           operand_count_for_digits, parse_prompt, smallest_with_digits, split_example)
 from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
@@ -49,6 +49,7 @@ class DataConfig:
     sampling: str = "balanced"
 
     def __post_init__(self):
+        self.operations = ",".join(OPERATION_NAMES.get(name, name) for name in self.operations.split(","))
         if self.num_examples < 3:
             raise ConfigError(f"--num-examples must be at least 3 (one per split), got {self.num_examples}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
@@ -60,8 +61,8 @@ class DataConfig:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         operators = self.operators
         if not operators or len(set(operators)) != len(operators) or not set(operators) <= OPERATIONS.keys():
-            raise ConfigError(f"--operations must be a comma-separated subset of {','.join(OPERATIONS)}, "
-                              f"got {self.operations!r}")
+            raise ConfigError(f"--operations must be a comma-separated subset of {','.join(OPERATIONS)} (or "
+                              f"{','.join(OPERATION_NAMES)}), got {self.operations!r}")
         if self.max_operands < 2:
             raise ConfigError(f"--max-operands must be at least 2, got {self.max_operands}")
         if self.sampling not in SAMPLINGS:
@@ -141,46 +142,63 @@ def digit_ranges(lengths):
 
 
 def sample_carry_balanced(operator, lengths, count, rng):
-    """`count` distinct pairs with these digit counts whose number of carries (borrows) is uniform over what the
-    length pair allows: columns are drawn one by one, each told whether to pass a carry (borrow) on."""
-    overlap = min(lengths)
+    """`count` distinct pairs with these digit counts whose number of carries (borrows), as `num_carries` counts
+    them, is uniform over what the length pair allows; subtraction gives a negative result half the time when the
+    lengths are equal (and always when a is shorter)."""
+    longer, shorter = max(lengths), min(lengths)
     seen, pairs = set(), []
     for _ in range(50 * count + 1000):
-        if len(pairs) == count:
-            return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-        carrying = set(rng.choice(overlap, size=rng.integers(0, overlap + 1), replace=False).tolist())
-        pair = carry_pattern_pair(operator, lengths, carrying, rng)
+        larger, smaller = carry_pattern_pair(operator, longer, shorter, sample_carry_columns(operator, longer, shorter,
+                                                                                            rng), rng)
+        a_first = lengths[0] > lengths[1] or (lengths[0] == lengths[1] and (operator == "+" or rng.random() < 0.5))
+        pair = (larger, smaller) if a_first else (smaller, larger)
         if pair not in seen:
             seen.add(pair)
             pairs.append(pair)
+            if len(pairs) == count:
+                return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    if count == 0:
+        return np.empty((0, 2), dtype=np.int64)
     raise ConfigError(f"--sampling carry-balanced found only {len(pairs)} distinct {operator} problems with "
                       f"{lengths[0]}x{lengths[1]} digits where {count} were needed; ask for fewer --num-examples")
 
 
-def carry_pattern_pair(operator, lengths, carrying, rng):
-    """(a, b) with these digit counts, where column i (least significant first, up to the shorter length) passes a
-    carry (borrow) on exactly when i is in `carrying`; the longer operand's other digits are uniform."""
+def sample_carry_columns(operator, longer, shorter, rng):
+    """The columns (least significant first) that pass a carry (borrow) on: first their number, uniform over what
+    is possible, then a set of that size, uniform over the possible ones. Columns the shorter operand shares can
+    carry independently; past it a carry continues only as a chain from the last shared column (a 9 plus a carry,
+    a 0 minus a borrow). The larger operand's top column never borrows."""
+    shared = shorter - (operator == "-" and longer == shorter)
+    beyond = longer - shorter - (operator == "-" and longer > shorter)
+    number = int(rng.integers(0, shared + beyond + 1))
+    # ways[t]: sets with a chain of t columns past the shared ones (t > 0 needs the last shared column to carry)
+    ways = [math.comb(shared, number)] + [math.comb(shared - 1, number - t - 1) if number - t - 1 >= 0 else 0
+                                          for t in range(1, beyond + 1)]
+    chain = int(rng.choice(len(ways), p=np.array(ways) / sum(ways)))
+    if chain == 0:
+        return set(rng.choice(shared, size=number, replace=False).tolist())
+    inside = rng.choice(shared - 1, size=number - chain - 1, replace=False).tolist()
+    return {*inside, shorter - 1, *range(shorter, shorter + chain)}
+
+
+def carry_pattern_pair(operator, longer, shorter, carrying, rng):
+    """(larger, smaller) operands with these digit counts in which column i passes a carry (borrow) on exactly
+    when i is in `carrying` (a set from sample_carry_columns); the digits are uniform among those that do."""
     digits = [[], []]
     carry = 0
-    for column in range(max(lengths)):
-        present = [column < length for length in lengths]
-        leading = [column == length - 1 and length > 1 for length in lengths]
-        options = [(x, y) for x in range(10) for y in range(10)
-                   if not (leading[0] and x == 0) and not (leading[1] and y == 0)]
-        if all(present):
-            def carries_out(x, y):
-                return x + y + carry >= 10 if operator == "+" else x - y - carry < 0
-            wanted = column in carrying
-            options = [(x, y) for x, y in options if carries_out(x, y) == wanted] or options
-        x, y = options[rng.integers(len(options))]
-        for side in (0, 1):
-            if present[side]:
-                digits[side].append((x, y)[side])
-        if all(present):
-            carry = int(carries_out(x, y))
+    for column in range(longer):
+        top = [column == longer - 1 and longer > 1, column == shorter - 1 and shorter > 1]  # no leading zeros
+        pairs = [(x, y) for x in range(1 if top[0] else 0, 10)
+                 for y in (range(1 if top[1] else 0, 10) if column < shorter else [0])]
+        if operator == "+":
+            options = [(x, y) for x, y in pairs if (x + y + carry >= 10) == (column in carrying)]
         else:
-            value = x if present[0] else y
-            carry = int(value + carry >= 10) if operator == "+" else int(value - carry < 0)
+            options = [(x, y) for x, y in pairs if (x - y - carry < 0) == (column in carrying)]
+        x, y = options[rng.integers(len(options))]
+        digits[0].append(x)
+        if column < shorter:
+            digits[1].append(y)
+        carry = int(column in carrying)
     return tuple(int("".join(map(str, reversed(side)))) for side in digits)
 
 
@@ -238,21 +256,17 @@ def generate_splits(config, log=None):
     }
 
 
-def operand_digits_key(problem):
-    return "x".join(map(str, problem.operand_digits))
-
-
 def summarize(examples, data_format):
     """Counts by operation, operand digit lengths and number of carries, for the generation log."""
     by_operation, by_digits, by_carries = Counter(), Counter(), Counter()
     for text in tqdm(examples, desc="summarizing", unit="problem", disable=len(examples) < 200_000, leave=False):
         problem = parse_prompt(split_example(text)[0], data_format)
         by_operation[problem.operator] += 1
-        by_digits[operand_digits_key(problem)] += 1
+        by_digits[problem.digits_key] += 1
         by_carries[num_carries(problem)] += 1
     return {"num_examples": len(examples), "by_operation": dict(by_operation),
-            "by_operand_digits": dict(sorted(by_digits.items())),
-            "by_carries": {str(k): v for k, v in sorted(by_carries.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))}}
+            "by_operand_digits": dict(sorted(by_digits.items(), key=lambda item: cell_sort_key(item[0]))),
+            "by_carries": {str(k): v for k, v in sorted(by_carries.items(), key=lambda item: cell_sort_key(item[0]))}}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 
 from src.data import ArithmeticDataset, carry_pattern_pair
-from src.problems import Problem, smallest_with_digits
+from src.problems import OPERATIONS, Problem, smallest_with_digits
 
 EDGE_CASE_SEED = 0
 
@@ -28,36 +28,45 @@ def edge_cases(operators, max_digits, max_operands):
     rng = np.random.default_rng(EDGE_CASE_SEED)
     cases = {"all nines": [], "carry through every digit": [], "zero operand": [], "zero result": []}
     for operator in operators:
+        cases["zero operand"].append(Problem(operator, (0, 0)))
         for la, lb in itertools.product(range(1, max_digits + 1), repeat=2):
             cases["all nines"].append(Problem(operator, (nines(la), nines(lb))))
             cases["zero operand"] += [Problem(operator, (0, random_with_digits(lb, rng))),
                                       Problem(operator, (random_with_digits(la, rng), 0))]
-            if operator == "+" and la == lb or operator == "-" and la == lb > 1:  # every column passes a carry on (a borrow: all but the first digit's)
-                chain = set(range(la if operator == "+" else la - 1))
-                cases["carry through every digit"] += [
-                    Problem(operator, carry_pattern_pair(operator, (la, lb), chain, rng)) for _ in range(2)]
+            if operator == "+" and la >= lb or operator == "-" and la >= lb > 1:
+                cases["carry through every digit"] += full_chains(operator, la, lb, rng)
         for length in range(1, max_digits + 1):
-            cases["zero operand"].append(Problem(operator, (0, 0)))
-            if operator == "+":  # 999+1 and 1+999: a carry from the last column through all the others
+            value = random_with_digits(length, rng)
+            if operator == "+":  # 999+1: a carry from the first column through all the others
                 cases["carry through every digit"] += [Problem("+", (nines(length), 1)), Problem("+", (1, nines(length)))]
-            if operator == "-":  # 1000-1 borrows through every digit; x-x is zero
-                cases["carry through every digit"] += [Problem("-", (10 ** length, 1))] if length < max_digits else []
-                value = random_with_digits(length, rng)
+            elif operator == "-":  # x-x is zero
                 cases["zero result"].append(Problem("-", (value, value)))
-            if operator == "*":
-                cases["zero result"].append(Problem("*", (random_with_digits(length, rng), 0)))
+            else:
+                cases["zero result"].append(Problem("*", (value, 0)))
+        if operator == "-":  # 1000-1 borrows through every digit
+            cases["carry through every digit"] += [Problem("-", (10 ** length, 1)) for length in range(1, max_digits)]
         for num_operands in range(3, max_operands + 1):
             cases["all nines"].append(Problem(operator, (nines(max_digits),) * num_operands))
             cases["zero operand"].append(Problem(operator, (0,) * num_operands))
     return {kind: list(dict.fromkeys(problems)) for kind, problems in cases.items() if problems}
 
 
+def full_chains(operator, longer, shorter, rng):
+    """Two random pairs, each both ways round, in which every column that can pass a carry (borrow) on does: all
+    of them for +, all but the larger operand's top one for -."""
+    chain = set(range(longer if operator == "+" else longer - 1))
+    problems = []
+    for _ in range(2):
+        larger, smaller = carry_pattern_pair(operator, longer, shorter, chain, rng)
+        problems += [Problem(operator, (larger, smaller)), Problem(operator, (smaller, larger))]
+    return problems
+
+
 def edge_case_datasets(dataset, tokenizer, max_length):
-    """{kind: ArithmeticDataset} of the edge cases for the operations and lengths found in `dataset`, rendered in
-    its format; cases longer than the model's max_length are left out."""
-    operators = sorted({problem.operator for problem in dataset.problems})
-    max_digits = dataset.operand_width or max(max(problem.operand_digits) for problem in dataset.problems)
-    max_operands = max(len(problem.operands) for problem in dataset.problems)
+    """{kind: ArithmeticDataset} of the edge cases for the operations, lengths and operand counts `dataset` was
+    generated with (its metadata; for a hand-written file, what its problems use), rendered in its format; cases
+    longer than the model's max_length are left out."""
+    operators, max_digits, max_operands = generated_ranges(dataset)
     datasets = {}
     for kind, problems in edge_cases(operators, max_digits, max_operands).items():
         texts = [problem.render(dataset.format, dataset.operand_width) for problem in problems]
@@ -66,3 +75,18 @@ def edge_case_datasets(dataset, tokenizer, max_length):
             datasets[kind] = ArithmeticDataset(texts, tokenizer, max_length, source=f"edge cases ({kind})",
                                                data_format=dataset.format)
     return datasets
+
+
+def generated_ranges(dataset):
+    """(operators, max digits, max operands) of the data: from the metadata written at generation, so that val,
+    test and any split share one set of edge cases; else from the problems themselves."""
+    metadata = dataset.metadata
+    operations = metadata.get("operations")  # a list in files from before --operations, a string since
+    if isinstance(operations, str):
+        operations = operations.split(",")
+    if isinstance(operations, list) and isinstance(metadata.get("max_digits"), int):
+        return (sorted(set(operations) & OPERATIONS.keys()), dataset.operand_width or metadata["max_digits"],
+                metadata.get("max_operands", 2))
+    return (sorted({problem.operator for problem in dataset.problems}),
+            dataset.operand_width or max(max(problem.operand_digits) for problem in dataset.problems),
+            max(len(problem.operands) for problem in dataset.problems))

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 
 from src.data import IGNORE_INDEX
 from src.distributed import all_gather_objects
-from src.edge_cases import edge_case_datasets
 from src.generation import greedy_generate
-from src.problems import final_answer, num_carries, written_steps
+from src.problems import cell_sort_key, final_answer, num_carries, written_steps
 from src.runtime import autocast
 
 
@@ -61,7 +60,7 @@ def tally(dataset, predictions, num_mistakes):
     mistakes = []
     for prompt, problem, answer, predicted in zip(dataset.prompts, dataset.problems, dataset.answers, predictions):
         right = final_answer(predicted) == final_answer(answer)
-        operator, digits = problem.operator, "x".join(map(str, problem.operand_digits))
+        operator, digits = problem.operator, problem.digits_key
         keys = [("all",), ("operation", operator), ("digits", digits), ("grid", operator, digits),
                 ("operands", len(problem.operands))]
         carries = num_carries(problem)
@@ -85,19 +84,13 @@ def tally(dataset, predictions, num_mistakes):
 def breakdown(correct, count, kind):
     """{key: cell} for the counters' keys of this kind, e.g. kind "operation" -> {"+": {...}, "-": {...}}."""
     cells = {}
-    for key in sorted((key for key in count if key[0] == kind), key=lambda key: sort_key(key[1:])):
+    for key in sorted((key for key in count if key[0] == kind), key=lambda key: [cell_sort_key(k) for k in key[1:]]):
         *outer, inner = key[1:]
         target = cells
         for part in outer:
             target = target.setdefault(part, {})
         target[str(inner)] = cell(correct[key], count[key])
     return cells
-
-
-def sort_key(parts):
-    """Orders '2x10' after '2x9' and carries numerically."""
-    return [tuple(int(x) for x in str(part).split("x")) if str(part).replace("x", "").isdigit() else (0, str(part))
-            for part in parts]
 
 
 def worst_cells(grid, limit=5):
@@ -130,6 +123,7 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
         "loss": loss_sum / answer_tokens,
         "token_accuracy": correct_tokens / answer_tokens,
         "exact_match": correct[("all",)] / count[("all",)],
+        "num_correct": correct[("all",)],
         "exact_match_by_operation": breakdown(correct, count, "operation"),
         "exact_match_by_operand_digits": breakdown(correct, count, "digits"),
         "exact_match_by_operation_and_operand_digits": grid,
@@ -144,26 +138,32 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
     return results
 
 
-def evaluate_edge_cases(model, dataset, tokenizer, batch_size, device, precision, num_mistakes=5):
-    """Exact match on the edge cases (edge_cases.py) of `dataset`'s operations and lengths, by kind."""
+def evaluate_edge_cases(model, edge_sets, tokenizer, batch_size, device, precision, num_mistakes=5):
+    """Exact match on the edge cases, by kind; `edge_sets` as edge_case_datasets() builds them for the data."""
     by_kind, mistakes = {}, []
     correct = count = 0
-    for kind, cases in edge_case_datasets(dataset, tokenizer, model.config.max_length).items():
+    for kind, cases in edge_sets.items():
         results = evaluate(model, cases, tokenizer, batch_size, device, precision, num_mistakes)
         by_kind[kind] = {"exact_match": results["exact_match"], "count": len(cases)}
-        correct += round(results["exact_match"] * len(cases))
+        correct += results["num_correct"]
         count += len(cases)
         mistakes += results["mistakes"]
-    return {"exact_match": correct / count, "count": count, "by_kind": by_kind, "mistakes": mistakes[:num_mistakes]}
+    return {"exact_match": correct / max(count, 1), "count": count, "by_kind": by_kind,
+            "mistakes": mistakes[:num_mistakes]}
 
 
 def scalar_metrics(results, prefix):
-    """The results as flat {name: number} for W&B: totals, then each operation, cell, carry count and edge case."""
+    """The results as flat {name: number} for W&B: totals, then each operation, two-operand cell, carry count,
+    number of operands, edge case and scratchpad score."""
     metrics = {f"{prefix}/{key}": results[key] for key in ("loss", "token_accuracy", "exact_match")}
     for operator, values in results["exact_match_by_operation"].items():
         metrics[f"{prefix}/exact_match/{operator}"] = values["exact_match"]
     for operator, cells in results["exact_match_by_operation_and_operand_digits"].items():
-        metrics.update({f"{prefix}/by_digits/{operator}/{digits}": c["exact_match"] for digits, c in cells.items()})
+        metrics.update({f"{prefix}/by_digits/{operator}/{digits}": c["exact_match"] for digits, c in cells.items()
+                        if digits.count("x") == 1})  # the heatmap's cells; longer problems by count below
+    by_operands = results["exact_match_by_num_operands"]
+    if len(by_operands) > 1:
+        metrics.update({f"{prefix}/by_operands/{n}": c["exact_match"] for n, c in by_operands.items()})
     for operator, cells in results["exact_match_by_carries"].items():
         metrics.update({f"{prefix}/by_carries/{operator}/{n}": c["exact_match"] for n, c in cells.items()})
     for name, value in results.get("scratchpad", {}).items():

@@ -1,9 +1,6 @@
 """Heatmaps of exact match over (digits of a, digits of b), one panel per operation, as PNG files."""
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed, none opened
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # a Figure without pyplot: no global backend or state, files only
 
 
 def save_grid_heatmap(grid, path, title):
@@ -17,8 +14,8 @@ def save_grid_heatmap(grid, path, title):
             panels[operator] = pairs
     if not panels:
         return False
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
-    for axis, (operator, pairs) in zip(axes[0], panels.items()):
+    figure = Figure(figsize=(5.2 * len(panels), 4.6), layout="tight")
+    for axis, (operator, pairs) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels.items()):
         rows = max(a for a, _ in pairs)
         columns = max(b for _, b in pairs)
         values = [[pairs.get((a, b), {}).get("exact_match", float("nan")) for b in range(1, columns + 1)]
@@ -32,7 +29,5 @@ def save_grid_heatmap(grid, path, title):
                  xticks=range(1, columns + 1), yticks=range(1, rows + 1))
         figure.colorbar(image, ax=axis, fraction=0.046)
     figure.suptitle(title)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return True

@@ -5,9 +5,10 @@ and the scratchpad's steps. Pure functions, no randomness (generation lives in d
 from dataclasses import dataclass
 from functools import reduce
 
-END_TOKEN = "<end>"
-THINK_START, THINK_END = "<think>", "</think>"
+from src.tokenizer import END_TOKEN, THINK_END, THINK_START
+
 OPERATIONS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
+OPERATION_NAMES = {"add": "+", "sub": "-", "mul": "*"}  # for command lines, where "-,*" would read as a flag
 FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
     "plain": "12+7=19 (the seed's format)",
     "reversed": "12+7=91 (answer digits least significant first, the order in which carries are computed)",
@@ -46,6 +47,11 @@ class Problem:
     def operand_digits(self):
         """Digits of each operand's value (0 has one)."""
         return tuple(len(str(x)) for x in self.operands)
+
+    @property
+    def digits_key(self):
+        """'3x12': the operand lengths as the breakdowns and the heatmap name a cell."""
+        return "x".join(map(str, self.operand_digits))
 
     def render(self, data_format="plain", width=None):
         """The whole example, prompt and answer: "12+7=19<end>" in the plain format. Padded formats write operands
@@ -179,6 +185,12 @@ def scratchpad_steps(problem):
 def column_step(operator, digits, carry, value):
     terms = operator.join(map(str, digits)) + (f"{operator}{carry}" if carry else "")
     return f"{terms}={value}"
+
+
+def cell_sort_key(key):
+    """Orders cell keys ('2x9' before '2x10') and carry counts numerically, anything else after them by name."""
+    text = str(key)
+    return (0, tuple(map(int, text.split("x")))) if text.replace("x", "").isdigit() else (1, text)
 
 
 def operand_count_for_digits(num_digits):

@@ -10,8 +10,9 @@ from src.errors import UserError
 
 DEFAULT_VOCAB = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "=", "<end>"]
 END_TOKEN = "<end>"
+THINK_START, THINK_END = "<think>", "</think>"  # around the scratchpad's steps
 # What other data may use, in the order added: signs and operators, the scratchpad's separator and its markers
-EXTRA_TOKENS = ["-", "*", " ", "<think>", "</think>"]
+EXTRA_TOKENS = ["-", "*", " ", THINK_START, THINK_END]
 
 
 def vocab_for(texts):

@@ -22,6 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import checkpoint as ckpt
 from src.data import SPLITS, DataConfig, generate_splits, load_splits, split_path, write_splits
+from src.edge_cases import edge_case_datasets
 from src.errors import ConfigError, DataError, TrainingDiverged
 from src.evaluation import evaluate, evaluate_edge_cases, log_report, scalar_metrics
 from src.files import write_json
@@ -289,11 +290,11 @@ def save_best_model(model, state, metrics, config):
     log.info(f"new best val exact match {metrics['exact_match']:.4f}: saved {path}")
 
 
-def run_evaluation(model, dataset, tokenizer, config, device, precision, split):
-    """The split's metrics and those of the edge cases of its operations and lengths."""
+def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precision, split):
+    """The split's metrics and those of the data's edge cases."""
     start = time.perf_counter()
     metrics = evaluate(model, dataset, tokenizer, config.eval_batch_size, device, precision)
-    metrics["edge_cases"] = evaluate_edge_cases(model, dataset, tokenizer, config.eval_batch_size, device, precision)
+    metrics["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, config.eval_batch_size, device, precision)
     metrics["seconds"] = time.perf_counter() - start
     log.info(f"{split}: exact match {metrics['exact_match']:.4f} | token accuracy {metrics['token_accuracy']:.4f} "
              f"| loss {metrics['loss']:.4f} ({metrics['num_examples']} problems in {metrics['seconds']:.2f} s)")
@@ -303,6 +304,12 @@ def run_evaluation(model, dataset, tokenizer, config, device, precision, split):
         for mistake in metrics["mistakes"][:3]:
             log.info(f"  {split} mistake: {mistake['prompt']}{mistake['predicted']} (expected {mistake['expected']})")
     return metrics
+
+
+def in_history(metric):
+    """What trainer_state.json keeps of each val evaluation: the totals, each operation and the edge cases (the
+    per-cell and per-carry figures are many; W&B has them)."""
+    return not metric.startswith(("val/by_digits/", "val/by_carries/", "val/by_operands/"))
 
 
 def write_trainer_state(state, config, total_steps):
@@ -378,6 +385,7 @@ def train(config, explicit_flags=frozenset()):
     for dataset in datasets.values():
         dataset.to(device)
     data_format = datasets["train"].format
+    edge_sets = edge_case_datasets(datasets["val"], tokenizer, config.max_length)
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
 
@@ -518,13 +526,14 @@ def train(config, explicit_flags=frozenset()):
                     if interval_steps:  # a diverged model is neither evaluated nor saved, on any rank
                         check_finite(all_reduce_sum(loss_sum.clone()).item(), step)
                 if evaluating:
-                    metrics = run_evaluation(model, datasets["val"], tokenizer, config, device, precision, "val")
+                    metrics = run_evaluation(model, datasets["val"], edge_sets, tokenizer, config, device, precision,
+                                             "val")
                     check_finite(metrics["loss"], step)  # the last update can break weights after a finite loss
                     state["evaluation_seconds"] += metrics["seconds"]
                     val_metrics = {**scalar_metrics(metrics, "val"), "val/seconds": metrics["seconds"]}
                     tracker.log(val_metrics, step=step)
                     state["log_history"].append({"step": step, "train/training_seconds": state["training_seconds"],
-                                                 **{k: v for k, v in val_metrics.items() if k.count("/") < 3}})
+                                                 **{k: v for k, v in val_metrics.items() if in_history(k)}})
                     if metrics["exact_match"] > state["best_exact_match"]:
                         state["best_exact_match"] = metrics["exact_match"]
                         if ranks.is_main:
@@ -550,7 +559,7 @@ def train(config, explicit_flags=frozenset()):
     barrier()  # best_model.pt is complete before any rank reads it
     best = ckpt.load_checkpoint(os.path.join(config.output_dir, ckpt.BEST_MODEL))
     model.load_state_dict(best["model"])
-    test_metrics = run_evaluation(model, datasets["test"], tokenizer, config, device, precision, "test")
+    test_metrics = run_evaluation(model, datasets["test"], edge_sets, tokenizer, config, device, precision, "test")
     test_metrics.update(model_file=ckpt.BEST_MODEL, model_step=best["step"])
     if ranks.is_main:
         write_json(test_results_path, test_metrics)

@@ -2,12 +2,13 @@ import json
 import logging
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
 from src.data import (IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, generate_splits, read_split,
-                      weighted_quotas, write_splits)
-from src.problems import FORMATS, num_carries, parse_prompt, split_example
+                      sample_carry_balanced, weighted_quotas, write_splits)
+from src.problems import FORMATS, Problem, num_carries, parse_prompt, split_example
 from src.errors import ConfigError, DataError
 from src.tokenizer import DEFAULT_VOCAB, Tokenizer, TokenizerError, vocab_for
 
@@ -146,6 +147,10 @@ def test_mixed_operations_are_equally_represented_right_and_disjoint():
     assert any(problem.result < 0 for problem in problems)  # subtraction goes negative
 
 
+def test_operations_can_be_named():
+    assert DataConfig(operations="sub,mul").operators == ("-", "*")
+
+
 def test_max_operands_mixes_operand_counts():
     splits = generate_splits(DataConfig(num_examples=3000, max_digits=2, max_operands=4))
     counts = Counter(len(problem.operands) for problem in all_problems(splits))
@@ -159,6 +164,20 @@ def test_uniform_sampling_draws_operands_uniformly():
     problems = all_problems(generate_splits(DataConfig(num_examples=5000, max_digits=4, sampling="uniform")))
     longest = sum(len(str(x)) == 4 for problem in problems for x in problem.operands) / (2 * len(problems))
     assert 0.87 < longest < 0.93  # 9000 of the 10,000 values have 4 digits
+
+
+@pytest.mark.parametrize("operator, lengths, most", [("+", (3, 3), 3), ("+", (4, 2), 4), ("-", (3, 3), 2),
+                                                    ("-", (2, 4), 3)])
+def test_carry_balanced_sampling_spreads_carries_evenly_as_evaluation_counts_them(operator, lengths, most):
+    pairs = sample_carry_balanced(operator, lengths, 600, np.random.default_rng(0))
+    problems = [Problem(operator, tuple(pair)) for pair in pairs.tolist()]
+    assert all(problem.operand_digits == lengths for problem in problems)
+    counts = Counter(num_carries(problem) for problem in problems)
+    assert set(counts) == set(range(most + 1))
+    assert max(counts.values()) < 1.5 * min(counts.values())
+    if operator == "-":  # a shorter first operand is always negative, equal lengths half the time
+        negative = sum(problem.result < 0 for problem in problems) / len(problems)
+        assert negative == 1 if lengths[0] < lengths[1] else 0.4 < negative < 0.6
 
 
 def test_carry_balanced_sampling_makes_long_carry_chains_common():
