@@ -32,8 +32,10 @@ def main():
     device = select_device(args.device)
     model, tokenizer, checkpoint, model_path = load_model(args.checkpoint, device, log)
     data_format = checkpoint.get("data_format", "plain")
-    print(f"Loaded {model_path}, trained on the {data_format!r} format: {FORMATS[data_format]}. Type a problem in "
-          f"that format (empty line or Ctrl-D to quit).")
+    data = checkpoint.get("data_config")  # best_model.pt files from before operations lack it
+    trained_on = f" with operations {data['operations']} up to {data['max_digits']} digits" if data else ""
+    print(f"Loaded {model_path}, trained{trained_on} on the {data_format!r} format: {FORMATS[data_format]}. Type a "
+          f"problem in that format (empty line or Ctrl-D to quit).")
     while True:
         try:
             prompt = input("> ").strip().replace(" ", "")
