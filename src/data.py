@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from src.errors import ConfigError, DataError
 from src.files import atomic_open
-from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key, is_padded, num_carries,
-                          operand_count_for_digits, parse_prompt, smallest_with_digits, split_example)
+from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key, check_prompt,
+                          is_padded, num_carries, operand_count_for_digits, parse_prompt, smallest_with_digits,
+                          split_example)
 from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
@@ -355,14 +356,15 @@ class ArithmeticDataset:
         self.examples = examples
         self.format = data_format
         self.metadata = metadata or {"format": data_format}  # as generated: operations, max_digits, sampling...
-        self.prompts, self.answers, self.problems = [], [], []
+        self.prompts, self.answers = [], []
+        self._problems = None  # parsed on first use (evaluation), not for the millions of a training split
         encoded = []
         for index, text in enumerate(examples):
             try:
                 if not isinstance(text, str):
                     raise ValueError(f"expected a string, got {type(text).__name__} {text!r}")
                 prompt, answer = split_example(text)
-                problem = parse_prompt(prompt, data_format)
+                check_prompt(prompt)
                 ids = tokenizer.encode(text)
                 if len(ids) > max_length:
                     raise ValueError(f"{text!r} has {len(ids)} tokens, more than the max_length of {max_length} "
@@ -373,7 +375,6 @@ class ArithmeticDataset:
                 raise DataError(f"{source} {where}: {error}") from None
             self.prompts.append(prompt)
             self.answers.append(answer)
-            self.problems.append(problem)
             encoded.append(ids)
 
         equals_id = tokenizer.token_to_id["="]
@@ -403,7 +404,7 @@ class ArithmeticDataset:
         subset.examples = [self.examples[i] for i in rows.tolist()]
         subset.prompts = [self.prompts[i] for i in rows.tolist()]
         subset.answers = [self.answers[i] for i in rows.tolist()]
-        subset.problems = [self.problems[i] for i in rows.tolist()]
+        subset._problems = None if self._problems is None else [self._problems[i] for i in rows.tolist()]
         subset.lengths, subset.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
         device_rows = rows.to(self.tokens.device)
         subset.tokens, subset.targets = self.tokens[device_rows], self.targets[device_rows]
@@ -414,6 +415,13 @@ class ArithmeticDataset:
         self.tokens, self.targets = self.tokens.to(device), self.targets.to(device)
         return self
 
+    @property
+    def problems(self):
+        """Each example as a Problem (operator and operand values), in order."""
+        if self._problems is None:
+            self._problems = [parse_prompt(prompt, self.format) for prompt in self.prompts]
+        return self._problems
+
     def fingerprint(self):
         """Identifies the exact examples and their order, so a resumed run can tell that its data changed."""
         return hashlib.sha256("\n".join(self.examples).encode()).hexdigest()[:16]
@@ -423,7 +431,8 @@ class ArithmeticDataset:
         """Digits per operand in the padded formats (the model learned that width), None in the others."""
         if not is_padded(self.format):
             return None
-        return len(self.prompts[0].split(self.problems[0].operator)[0])
+        first = self.prompts[0]
+        return len(first) - len(first.lstrip("0123456789"))  # the digits before the first operator
 
     def batch(self, indices, device_indices=None):
         """(inputs, targets), both [batch, longest-in-batch - 1]: padding only to the longest sequence here.

@@ -2,6 +2,7 @@
 and the scratchpad's steps. Pure functions, no randomness (generation lives in data.py, edge cases in edge_cases.py).
 """
 
+import re
 from dataclasses import dataclass
 from functools import reduce
 
@@ -96,13 +97,23 @@ def split_example(text):
     return prompt + "=", rest[: -len(END_TOKEN)]
 
 
+# Two or more digit strings joined by one operator, then "="
+PROMPT_PATTERN = re.compile(r"[0-9]+([-+*])[0-9]+(?:\1[0-9]+)*=")
+
+
+def check_prompt(prompt):
+    """Raises ValueError unless `prompt` is a problem's prompt; cheap enough for every example of a dataset."""
+    if not PROMPT_PATTERN.fullmatch(prompt):
+        raise ValueError(f"expected a prompt like '12+34=' with one of the operators {' '.join(OPERATIONS)}, "
+                         f"got {prompt!r}")
+
+
 def parse_prompt(prompt, data_format="plain"):
     """'12+07=' -> Problem('+', (12, 7)), undoing the format's padding and reversal."""
-    body = prompt[:-1] if prompt.endswith("=") else prompt
-    operator = next((char for char in body if char in OPERATIONS), None)
-    texts = body.split(operator) if operator else []
-    if len(texts) < 2 or not all(text.isdigit() for text in texts):
-        raise ValueError(f"expected a prompt like '12+34=' with operators {' '.join(OPERATIONS)}, got {prompt!r}")
+    check_prompt(prompt)
+    body = prompt[:-1]
+    operator = next(char for char in body if char in OPERATIONS)
+    texts = body.split(operator)
     if operands_reversed(data_format):
         texts = [text[::-1] for text in texts]
     return Problem(operator, tuple(int(text) for text in texts))
