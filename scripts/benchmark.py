@@ -9,7 +9,6 @@ MFU counts 6 x parameters x tokens per training step against the matrix-product 
 """
 
 import argparse
-import json
 import logging
 import os
 import platform

@@ -26,6 +26,7 @@ from src.trainer import (TrainConfig, build_optimizer, compile_for_training, epo
 
 PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
 
 def median_seconds(function, device, repeats, warmup):
@@ -190,25 +191,30 @@ def generation_speed(model, dataset, tokenizer, device, batch_size):
 
 def data_generation_seconds(num_examples, max_digits):
     """Wall time of `scripts/generate_data.py` as a user runs it: start-up, sampling, writing, summarising."""
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "generate_data.py")
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()
-        subprocess.run([sys.executable, script, "--num-examples", str(num_examples), "--max-digits", str(max_digits),
-                        "--output-dir", directory], check=True, capture_output=True)
+        run_quietly([sys.executable, os.path.join(SCRIPTS_DIR, "generate_data.py"), "--num-examples",
+                     str(num_examples), "--max-digits", str(max_digits), "--output-dir", directory])
         return time.perf_counter() - start
+
+
+def run_quietly(command):
+    """Runs a script of this repo with its output captured; a failure raises with the end of its stderr."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} ... exited {result.returncode}: {result.stderr[-2000:]}")
 
 
 def data_parallel_throughput(data_dir, output_dir, processes, model_size, batch_size, num_epochs=1):
     """Training tokens/s of `train.py` itself with `processes` data-parallel processes (torchrun, gloo on CPU) or
     one plain process: the median over its logged intervals after the first, read from its trainer state."""
-    train_script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "train.py")
+    train_script = os.path.join(SCRIPTS_DIR, "train.py")
     launcher = ([os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node",
                  str(processes)]
                 if processes > 1 else [sys.executable])
-    subprocess.run([*launcher, train_script, "--data-dir", data_dir, "--output-dir", output_dir, "--model-size",
-                    model_size, "--batch-size", str(batch_size), "--num-epochs", str(num_epochs), "--logging-steps",
-                    "10", "--eval-steps", str(10**9), "--save-steps", str(10**9), "--no-wandb"],
-                   check=True, capture_output=True)
+    run_quietly([*launcher, train_script, "--data-dir", data_dir, "--output-dir", output_dir, "--model-size",
+                 model_size, "--batch-size", str(batch_size), "--num-epochs", str(num_epochs), "--logging-steps",
+                 "10", "--eval-steps", str(10**9), "--save-steps", str(10**9), "--no-wandb"])
     with open(os.path.join(output_dir, "trainer_state.json")) as f:
         history = json.load(f)["log_history"]
     rates = [entry["train/tokens_per_second"] for entry in history if "train/tokens_per_second" in entry]

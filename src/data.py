@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from src.errors import ConfigError, DataError
 from src.files import atomic_open
-from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key, check_prompt,
-                          is_padded, num_carries, operand_count_for_digits, parse_prompt, smallest_with_digits,
-                          split_example)
+from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key,
+                          is_padded, num_carries, operand_count_for_digits, parse_prompt, prompt_operator,
+                          smallest_with_digits, split_example)
 from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
@@ -147,19 +147,16 @@ def sample_carry_balanced(operator, lengths, count, rng):
     them, is uniform over what the length pair allows; subtraction gives a negative result half the time when the
     lengths are equal (and always when a is shorter)."""
     longer, shorter = max(lengths), min(lengths)
-    seen, pairs = set(), []
-    for _ in range(50 * count + 1000):
-        larger, smaller = carry_pattern_pair(operator, longer, shorter, sample_carry_columns(operator, longer, shorter,
-                                                                                            rng), rng)
+    pairs = {}  # distinct, in the order drawn
+    for _ in range(50 * count + 1000 if count else 0):
+        carrying = sample_carry_columns(operator, longer, shorter, rng)
+        larger, smaller = carry_pattern_pair(operator, longer, shorter, carrying, rng)
         a_first = lengths[0] > lengths[1] or (lengths[0] == lengths[1] and (operator == "+" or rng.random() < 0.5))
-        pair = (larger, smaller) if a_first else (smaller, larger)
-        if pair not in seen:
-            seen.add(pair)
-            pairs.append(pair)
-            if len(pairs) == count:
-                return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    if count == 0:
-        return np.empty((0, 2), dtype=np.int64)
+        pairs[(larger, smaller) if a_first else (smaller, larger)] = None
+        if len(pairs) == count:
+            break
+    if len(pairs) == count:
+        return np.array(list(pairs), dtype=np.int64).reshape(-1, 2)
     raise ConfigError(f"--sampling carry-balanced found only {len(pairs)} distinct {operator} problems with "
                       f"{lengths[0]}x{lengths[1]} digits where {count} were needed; ask for fewer --num-examples")
 
@@ -364,7 +361,7 @@ class ArithmeticDataset:
                 if not isinstance(text, str):
                     raise ValueError(f"expected a string, got {type(text).__name__} {text!r}")
                 prompt, answer = split_example(text)
-                check_prompt(prompt)
+                prompt_operator(prompt)  # raises on a prompt that is not a problem
                 ids = tokenizer.encode(text)
                 if len(ids) > max_length:
                     raise ValueError(f"{text!r} has {len(ids)} tokens, more than the max_length of {max_length} "

@@ -101,19 +101,20 @@ def split_example(text):
 PROMPT_PATTERN = re.compile(r"[0-9]+([-+*])[0-9]+(?:\1[0-9]+)*=")
 
 
-def check_prompt(prompt):
-    """Raises ValueError unless `prompt` is a problem's prompt; cheap enough for every example of a dataset."""
-    if not PROMPT_PATTERN.fullmatch(prompt):
+def prompt_operator(prompt):
+    """The operator of a problem's prompt ('12+34=' -> '+'); ValueError for anything else. Cheap enough to check
+    every example of a dataset."""
+    match = PROMPT_PATTERN.fullmatch(prompt)
+    if not match:
         raise ValueError(f"expected a prompt like '12+34=' with one of the operators {' '.join(OPERATIONS)}, "
                          f"got {prompt!r}")
+    return match.group(1)
 
 
 def parse_prompt(prompt, data_format="plain"):
     """'12+07=' -> Problem('+', (12, 7)), undoing the format's padding and reversal."""
-    check_prompt(prompt)
-    body = prompt[:-1]
-    operator = next(char for char in body if char in OPERATIONS)
-    texts = body.split(operator)
+    operator = prompt_operator(prompt)
+    texts = prompt[:-1].split(operator)
     if operands_reversed(data_format):
         texts = [text[::-1] for text in texts]
     return Problem(operator, tuple(int(text) for text in texts))
@@ -125,7 +126,7 @@ def final_answer(answer):
 
 
 def written_steps(answer):
-    """The steps between <think> and </think> ('' if there are none), as a list."""
+    """The steps between <think> and </think>, as a list (empty without a scratchpad)."""
     if not answer.startswith(THINK_START):
         return []
     return answer[len(THINK_START):].partition(THINK_END)[0].split()

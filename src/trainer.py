@@ -217,12 +217,12 @@ def ensure_dataset(data_dir, seed, ranks=Ranks()):
     """A missing dataset is generated with the defaults; a partial one is an error (never silently replaced).
     Under torchrun rank 0 writes it (the data dir is on a filesystem all nodes share) and the rest wait."""
     missing = [split for split in SPLITS if not os.path.exists(split_path(data_dir, split))]
+    if 0 < len(missing) < len(SPLITS):  # every rank says so, rather than the others blaming a lost peer
+        raise DataError(f"{data_dir}: missing {', '.join(split_path(data_dir, s) for s in missing)} "
+                        f"(regenerate all splits with scripts/generate_data.py --output-dir {data_dir})")
     if not missing or not ranks.is_main:
         barrier()
         return
-    if len(missing) < len(SPLITS):
-        raise DataError(f"{data_dir}: missing {', '.join(split_path(data_dir, s) for s in missing)} "
-                        f"(regenerate all splits with scripts/generate_data.py --output-dir {data_dir})")
     data_config = DataConfig(seed=seed)
     log.info(f"no dataset in {data_dir}/: generating the default one ({data_config})")
     write_splits(data_dir, generate_splits(data_config, log), data_config)
@@ -419,7 +419,7 @@ def train(config, explicit_flags=frozenset()):
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:  # loading restores the saved flags too; older checkpoints lack fused
-            group["fused"] = True
+            group["fused"] = optimizer.defaults["fused"]
         if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
             scaler.load_state_dict(checkpoint["scaler"])
         restore_rng(checkpoint["rng"], ranks, checkpoint_source, config.seed + checkpoint["step"])
