@@ -17,7 +17,8 @@ from src.errors import ConfigError
 from src.evaluation import evaluate, evaluate_edge_cases, log_report
 from src.files import write_json
 from src.logging_setup import setup_logging
-from src.plots import save_grid_heatmap
+from src.model import longest_digit_place
+from src.plots import save_grid_heatmap, save_length_plot
 from src.runtime import select_device, select_precision
 
 log = logging.getLogger("evaluate")
@@ -47,6 +48,14 @@ def build_parser():
     return parser
 
 
+def trained_lengths(checkpoint):
+    """[fewest, most] digits of the operands the model was trained on (None for checkpoints that do not say)."""
+    data_config = checkpoint.get("data_config") or {}
+    if "max_digits" not in data_config:
+        return None
+    return [data_config.get("min_digits", 1), data_config["max_digits"]]
+
+
 def main():
     args = build_parser().parse_args()
     setup_logging()
@@ -55,7 +64,7 @@ def main():
     device = select_device(args.device)
     model, tokenizer, checkpoint, model_path = load_model(args.checkpoint, device, log)
     data_path = args.data_path or split_path(args.data_dir, args.split)
-    dataset = ArithmeticDataset.from_file(data_path, tokenizer, model.config.max_length)
+    dataset = ArithmeticDataset.from_file(data_path, tokenizer, model.max_tokens)
     model_format = checkpoint.get("data_format", "plain")  # checkpoints from before formats existed are plain
     if dataset.format != model_format:
         raise ConfigError(f"{data_path}: its problems are in the {dataset.format!r} format, but {model_path} was "
@@ -65,6 +74,11 @@ def main():
         raise ConfigError(f"{data_path}: its operands are padded to {dataset.operand_width} digits, but {model_path} "
                           f"learned {checkpoint.get('operand_width')}; generate the data with --max-digits "
                           f"{checkpoint.get('operand_width')}")
+    longest_place = longest_digit_place(dataset.tokens) if model.config.pos_encoding == "abacus" else 0
+    if longest_place >= model.config.digit_positions:
+        raise ConfigError(f"{data_path}: its numbers reach digit place {longest_place}, and "
+                          f"{model_path} has places up to {model.config.digit_positions - 1}; train with a larger "
+                          f"--digit-positions to read numbers this long")
     log.info(f"evaluating {model_path} (step {checkpoint.get('step', '?')}, {model.num_parameters():,} parameters) "
              f"on {data_path} ({len(dataset)} problems, device {device})")
 
@@ -72,10 +86,11 @@ def main():
     results = evaluate(model, dataset, tokenizer, args.batch_size, device, precision,
                        num_mistakes=args.num_mistakes)
     if not args.no_edge_cases:
-        edge_sets = edge_case_datasets(dataset, tokenizer, model.config.max_length)
+        edge_sets = edge_case_datasets(dataset, tokenizer, model.max_tokens)
         results["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, args.batch_size, device, precision,
                                                     num_mistakes=args.num_mistakes)
-    results.update(checkpoint=model_path, data_path=data_path)
+    results.update(checkpoint=model_path, data_path=data_path, pos_encoding=model.config.pos_encoding,
+                   trained_lengths=trained_lengths(checkpoint))
 
     log.info(f"exact match {results['exact_match']:.4f} | token accuracy {results['token_accuracy']:.4f} | "
              f"loss {results['loss']:.4f}")
@@ -93,6 +108,11 @@ def main():
     if save_grid_heatmap(results["exact_match_by_operation_and_operand_digits"], heatmap,
                          f"{model_path} on {data_path}"):
         log.info(f"heatmap of exact match by operand lengths written to {heatmap}")
+    if len(results["exact_match_by_length"]) > 1:
+        length_plot = os.path.splitext(output_file)[0] + "_by_length.png"
+        save_length_plot({model_path: results["exact_match_by_length"]}, length_plot,
+                         f"{model.config.pos_encoding} positions on {name}", results["trained_lengths"])
+        log.info(f"exact match versus length (training lengths shaded) written to {length_plot}")
 
 
 if __name__ == "__main__":

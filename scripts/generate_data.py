@@ -2,6 +2,8 @@
 
     python scripts/generate_data.py --num-examples 100000 --max-digits 2
     python scripts/generate_data.py --operations +,-,* --max-digits 5 --format padded-reversed
+    python scripts/generate_data.py --test-only --min-digits 11 --max-digits 100 --sampling same-length \
+        --format reversed-all --output-dir data/long
 """
 
 import argparse
@@ -24,7 +26,10 @@ def build_parser():
                         help="total problems over all splits, capped at the number of distinct problems "
                              "(default: %(default)s)")
     parser.add_argument("--max-digits", type=int, default=defaults.max_digits,
-                        help="operands have 1 to this many digits (default: %(default)s)")
+                        help="operands have up to this many digits, any length up to 1000 (default: %(default)s)")
+    parser.add_argument("--min-digits", type=int, default=defaults.min_digits,
+                        help="operands have at least this many digits, e.g. a test set of longer numbers than "
+                             "training had: --min-digits 11 --max-digits 100 (default: %(default)s)")
     parser.add_argument("--operations", default=defaults.operations,
                         help="comma-separated operations mixed in one dataset, any of + - * or add sub mul (a value "
                              "that starts with - needs the = form: --operations=-,*); subtraction may be negative; "
@@ -39,6 +44,9 @@ def build_parser():
                         help="share of problems in val.json (default: %(default)s)")
     parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
                         help="share of problems in test.json (default: %(default)s)")
+    parser.add_argument("--test-only", action="store_true",
+                        help="write every problem to test.json and no train/val files: a test set for a model "
+                             "trained on other data, e.g. longer numbers")
     parser.add_argument("--format", choices=list(FORMATS), default=defaults.format,
                         help="how numbers are written: " + "; ".join(f"{name}: {example}" for name, example in
                                                                      FORMATS.items()) + " (default: %(default)s)")
@@ -50,9 +58,11 @@ def build_parser():
 def main():
     args = build_parser().parse_args()
     setup_logging()
-    config = DataConfig(num_examples=args.num_examples, max_digits=args.max_digits, val_fraction=args.val_fraction,
+    config = DataConfig(num_examples=args.num_examples, max_digits=args.max_digits, min_digits=args.min_digits,
+                        val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, seed=args.seed, format=args.format,
-                        operations=args.operations, max_operands=args.max_operands, sampling=args.sampling)
+                        operations=args.operations, max_operands=args.max_operands, sampling=args.sampling,
+                        test_only=args.test_only)
     start = time.perf_counter()
     splits = generate_splits(config, log)
     write_splits(args.output_dir, splits, config)

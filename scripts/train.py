@@ -14,7 +14,7 @@ from src.errors import PeerLost
 from src.distributed import is_peer_failure
 from src.distributed import teardown as teardown_distributed
 from src.logging_setup import setup_logging
-from src.model import MODEL_SIZES
+from src.model import MODEL_SIZES, POS_ENCODINGS
 from src.trainer import TrainConfig, train
 
 defaults = TrainConfig()
@@ -28,6 +28,13 @@ def build_parser():
     model.add_argument("--max-length", type=int, default=defaults.max_length,
                        help="longest example in tokens; longer ones are an error (default: %(default)s)")
     model.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout rate (default: %(default)s)")
+    model.add_argument("--pos-encoding", choices=list(POS_ENCODINGS), default=defaults.pos_encoding,
+                       help="; ".join(f"{name}: {text}" for name, text in POS_ENCODINGS.items()) +
+                            " (default: %(default)s)")
+    model.add_argument("--digit-positions", type=int, default=defaults.digit_positions,
+                       help="abacus: size of the digit-place table; evaluation reads numbers of up to this - 2 "
+                            "digits, and training spreads the places of its numbers over all of it "
+                            "(default: %(default)s)")
 
     hyper = parser.add_argument_group("training hyperparameters")
     hyper.add_argument("--batch-size", type=int, default=defaults.batch_size,
@@ -36,6 +43,9 @@ def build_parser():
     hyper.add_argument("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps,
                        help="micro-batches per optimizer step, e.g. to reproduce an N-process run on one device "
                             "(default: %(default)s)")
+    hyper.add_argument("--group-by-length", action="store_true",
+                       help="batch examples of similar length together (sorted within runs of 64 batches of the "
+                            "shuffled order), so that mixed-length data wastes little compute on padding")
     hyper.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size,
                        help="evaluation batch size (default: %(default)s)")
     hyper.add_argument("--learning-rate", type=float, default=defaults.learning_rate,

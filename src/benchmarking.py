@@ -155,12 +155,12 @@ class TrainingRow:
 
 
 def naive_answers(model, dataset, tokenizer, device):
-    """The reference decoder: one problem at a time, the whole sequence recomputed for every new token."""
+    """The reference decoder: one problem at a time, the whole sequence recomputed for every new token, with the
+    budget evaluation gives (the expected answer's tokens, end token included)."""
     answers = []
-    for index, prompt_length in enumerate(dataset.prompt_lengths.tolist()):
+    for index, (length, prompt_length) in enumerate(zip(dataset.lengths.tolist(), dataset.prompt_lengths.tolist())):
         prompt = dataset.tokens[index:index + 1, :prompt_length].to(device)
-        generated = greedy_generate(model, prompt, model.config.max_length - prompt_length, tokenizer.end_id,
-                                    use_cache=False)
+        generated = greedy_generate(model, prompt, length - prompt_length, tokenizer.end_id, use_cache=False)
         answers.append(tokenizer.decode(generated[0]))
     return answers
 

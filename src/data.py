@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import random
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -25,15 +26,19 @@ from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMIT
 from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
-MAX_SUPPORTED_DIGITS = 18  # operands are sampled as int64
+MAX_SUPPORTED_DIGITS = 1000  # far below Python's 4300-digit limit on int <-> str; products have twice as many
+INT64_MAX = 2 ** 63 - 1  # operands up to this are sampled with numpy, longer ones as Python ints
 SPLITS = ("train", "val", "test")
 SAMPLINGS = {
     "balanced": "every combination of operand lengths equally likely (the default)",
-    "uniform": "operands uniform in 0 .. 10^max_digits - 1, so most have max_digits digits",
+    "uniform": "operands uniform in 0 .. 10^max_digits - 1 (from 10^(min_digits - 1) with --min-digits), so most "
+               "have max_digits digits",
     "mixed": "half the problems as balanced draws them, half as uniform does: the long operands that uniform test "
              "sets are made of dominate, and short ones, zeros and the like are still common",
     "carry-balanced": "as balanced, and within each length pair every number of carries (borrows for -) equally "
                       "likely, so long carry chains are common (+ and - with two operands)",
+    "same-length": "all operands of a problem have the same number of digits, every length equally likely (the "
+                   "n-digit + n-digit test sets of length generalisation)",
 }
 
 
@@ -41,6 +46,7 @@ SAMPLINGS = {
 class DataConfig:
     num_examples: int = 10_000
     max_digits: int = 2
+    min_digits: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 42
@@ -48,6 +54,7 @@ class DataConfig:
     operations: str = "+"  # comma-separated subset of OPERATIONS, mixed in one dataset
     max_operands: int = 2
     sampling: str = "balanced"
+    test_only: bool = False  # all problems go to test.json: a test set for a model trained on other data
 
     def __post_init__(self):
         self.operations = ",".join(OPERATION_NAMES.get(name, name) for name in self.operations.split(","))
@@ -58,6 +65,9 @@ class DataConfig:
                               f"got {self.val_fraction} and {self.test_fraction}")
         if not 1 <= self.max_digits <= MAX_SUPPORTED_DIGITS:
             raise ConfigError(f"--max-digits must be between 1 and {MAX_SUPPORTED_DIGITS}, got {self.max_digits}")
+        if not 1 <= self.min_digits <= self.max_digits:
+            raise ConfigError(f"--min-digits must be between 1 and --max-digits ({self.max_digits}), "
+                              f"got {self.min_digits}")
         if self.format not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         operators = self.operators
@@ -117,7 +127,9 @@ def weighted_quotas(total, weights, capacities):
 
 def sample_distinct_tuples(ranges, count, rng):
     """`count` distinct operand tuples, operand i uniform in range(low_i, low_i + size_i), without replacement.
-    Returns an int64 array [count, len(ranges)]."""
+    Returns an array [count, len(ranges)]: int64, or of Python ints (dtype object) for operands past int64."""
+    if max(low + size - 1 for low, size in ranges) > INT64_MAX:
+        return sample_distinct_long_tuples(ranges, count, rng)
     lows = np.array([low for low, _ in ranges], dtype=np.int64)
     sizes = [size for _, size in ranges]
     space = math.prod(sizes)
@@ -138,6 +150,16 @@ def sample_distinct_tuples(ranges, count, rng):
     return tuples[:count]
 
 
+def sample_distinct_long_tuples(ranges, count, rng):
+    """As sample_distinct_tuples, for operands past int64 (a space of at least 10^18 tuples, so repeats are rare):
+    Python's exact big-integer randrange, from a generator seeded by `rng`."""
+    draw = random.Random(int(rng.integers(INT64_MAX)))
+    tuples = {}
+    while len(tuples) < count:
+        tuples[tuple(low + draw.randrange(size) for low, size in ranges)] = None
+    return np.array(list(tuples), dtype=object).reshape(count, len(ranges))
+
+
 def digit_ranges(lengths):
     return [(smallest_with_digits(length), operand_count_for_digits(length)) for length in lengths]
 
@@ -156,7 +178,7 @@ def sample_carry_balanced(operator, lengths, count, rng):
         if len(pairs) == count:
             break
     if len(pairs) == count:
-        return np.array(list(pairs), dtype=np.int64).reshape(-1, 2)
+        return np.array(list(pairs), dtype=object).reshape(-1, 2)  # Python ints: any length
     raise ConfigError(f"--sampling carry-balanced found only {len(pairs)} distinct {operator} problems with "
                       f"{lengths[0]}x{lengths[1]} digits where {count} were needed; ask for fewer --num-examples")
 
@@ -203,8 +225,9 @@ def carry_pattern_pair(operator, longer, shorter, carrying, rng):
 def sample_group(operator, num_operands, count, config, rng):
     """`count` distinct operand tuples for one (operation, number of operands) group of the dataset."""
     if config.sampling == "uniform":
-        return sample_distinct_tuples([(0, 10 ** config.max_digits)] * num_operands, count, rng)
-    length_tuples = list(itertools.product(range(1, config.max_digits + 1), repeat=num_operands))
+        low = smallest_with_digits(config.min_digits)
+        return sample_distinct_tuples([(low, 10 ** config.max_digits - low)] * num_operands, count, rng)
+    length_tuples = operand_length_tuples(config, num_operands)
     capacities = [math.prod(operand_count_for_digits(length) for length in lengths) for lengths in length_tuples]
     if config.sampling == "mixed":  # half balanced (equal weights), half uniform (weights ~ how many problems exist)
         weights = [0.5 / len(capacities) + 0.5 * capacity / sum(capacities) for capacity in capacities]
@@ -221,12 +244,28 @@ def sample_group(operator, num_operands, count, config, rng):
     return np.concatenate(parts)
 
 
+def operand_length_tuples(config, num_operands):
+    """The combinations of operand lengths (digits) that the data holds."""
+    lengths = range(config.min_digits, config.max_digits + 1)
+    if config.sampling == "same-length":
+        return [(length,) * num_operands for length in lengths]
+    return list(itertools.product(lengths, repeat=num_operands))
+
+
+def group_capacity(config, num_operands):
+    """How many distinct problems with this many operands the config allows."""
+    if config.sampling == "same-length":
+        return sum(operand_count_for_digits(length) ** num_operands
+                   for length in range(config.min_digits, config.max_digits + 1))
+    return (10 ** config.max_digits - smallest_with_digits(config.min_digits)) ** num_operands
+
+
 def generate_splits(config, log=None):
     """Distinct problems, balanced over operations, numbers of operands and (by default) operand lengths, shuffled
-    into disjoint train/val/test lists."""
+    into disjoint train/val/test lists (or all into test, with test_only)."""
     groups = [(operator, num_operands) for operator in config.operators
               for num_operands in range(2, config.max_operands + 1)]
-    capacities = [(10 ** config.max_digits) ** num_operands for _, num_operands in groups]
+    capacities = [group_capacity(config, num_operands) for _, num_operands in groups]
     num_examples = config.num_examples
     if num_examples > sum(capacities):
         if log:
@@ -241,6 +280,8 @@ def generate_splits(config, log=None):
         problems.extend(Problem(operator, tuple(row)) for row in operands.tolist())
     order = rng.permutation(num_examples)
     examples = [problems[i].render(config.format, config.max_digits) for i in order.tolist()]
+    if config.test_only:
+        return {"test": examples}
 
     num_test = round(num_examples * config.test_fraction)
     num_val = round(num_examples * config.val_fraction)
@@ -349,6 +390,7 @@ class ArithmeticDataset:
 
     def __init__(self, examples, tokenizer, max_length, source="<memory>", file_text=None, data_format="plain",
                  metadata=None):
+        """`max_length`: the most tokens an example may have (None: no limit, for models without one)."""
         self.source = source
         self.examples = examples
         self.format = data_format
@@ -363,7 +405,7 @@ class ArithmeticDataset:
                 prompt, answer = split_example(text)
                 prompt_operator(prompt)  # raises on a prompt that is not a problem
                 ids = tokenizer.encode(text)
-                if len(ids) > max_length:
+                if max_length is not None and len(ids) > max_length:
                     raise ValueError(f"{text!r} has {len(ids)} tokens, more than the max_length of {max_length} "
                                      f"(train.py --max-length)")
             except (ValueError, TokenizerError) as error:

@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from src.data import ArithmeticDataset, carry_pattern_pair
+from src.data import INT64_MAX, ArithmeticDataset, carry_pattern_pair
 from src.problems import OPERATIONS, Problem, smallest_with_digits
 
 EDGE_CASE_SEED = 0
@@ -19,35 +19,59 @@ def nines(num_digits):
 
 
 def random_with_digits(num_digits, rng):
-    return int(rng.integers(smallest_with_digits(num_digits), 10 ** num_digits))
+    """Uniform among the numbers of exactly this many digits: an int64 draw while they fit, else digit by digit."""
+    if 10 ** num_digits - 1 <= INT64_MAX:
+        return int(rng.integers(smallest_with_digits(num_digits), 10 ** num_digits))
+    digits = rng.integers(0, 10, num_digits)
+    if num_digits > 1:
+        digits[0] = rng.integers(1, 10)
+    return int("".join(map(str, digits)))
 
 
-def edge_cases(operators, max_digits, max_operands):
-    """{kind: [Problem]} for every operation and pair of operand lengths up to max_digits (and, with more operands,
-    all-9 and zero operands of max_digits digits)."""
+# Up to this many operand lengths, edge cases cover every pair of them; beyond, equal lengths and each length
+# against the shortest (a test set of 11 to 100 digits would otherwise need 8,100 pairs).
+ALL_PAIRS_UP_TO = 12
+
+
+def length_pairs(min_digits, max_digits):
+    lengths = range(min_digits, max_digits + 1)
+    if len(lengths) <= ALL_PAIRS_UP_TO:
+        return list(itertools.product(lengths, repeat=2))
+    return list(dict.fromkeys([(n, n) for n in lengths] + [(n, min_digits) for n in lengths] +
+                              [(min_digits, n) for n in lengths]))
+
+
+def edge_cases(operators, max_digits, max_operands, min_digits=1):
+    """{kind: [Problem]} for every operation and pair of operand lengths from min_digits to max_digits (see
+    length_pairs; and, with more operands, all-9 and zero operands of max_digits digits). Zero operands only where
+    1-digit operands belong to the data."""
     rng = np.random.default_rng(EDGE_CASE_SEED)
     cases = {"all nines": [], "carry through every digit": [], "zero operand": [], "zero result": []}
+    with_zeros = min_digits == 1
     for operator in operators:
-        cases["zero operand"].append(Problem(operator, (0, 0)))
-        for la, lb in itertools.product(range(1, max_digits + 1), repeat=2):
+        if with_zeros:
+            cases["zero operand"].append(Problem(operator, (0, 0)))
+        for la, lb in length_pairs(min_digits, max_digits):
             cases["all nines"].append(Problem(operator, (nines(la), nines(lb))))
-            cases["zero operand"] += [Problem(operator, (0, random_with_digits(lb, rng))),
-                                      Problem(operator, (random_with_digits(la, rng), 0))]
+            if with_zeros:
+                cases["zero operand"] += [Problem(operator, (0, random_with_digits(lb, rng))),
+                                          Problem(operator, (random_with_digits(la, rng), 0))]
             if operator == "+" and la >= lb or operator == "-" and la >= lb > 1:
                 cases["carry through every digit"] += full_chains(operator, la, lb, rng)
-        for length in range(1, max_digits + 1):
+        for length in range(min_digits, max_digits + 1):
             value = random_with_digits(length, rng)
-            if operator == "+":  # 999+1: a carry from the first column through all the others
+            if operator == "+" and with_zeros:  # 999+1: a carry from the first column through all the others
                 cases["carry through every digit"] += [Problem("+", (nines(length), 1)), Problem("+", (1, nines(length)))]
             elif operator == "-":  # x-x is zero
                 cases["zero result"].append(Problem("-", (value, value)))
-            else:
+            elif operator == "*" and with_zeros:
                 cases["zero result"].append(Problem("*", (value, 0)))
-        if operator == "-":  # 1000-1 borrows through every digit
+        if operator == "-" and with_zeros:  # 1000-1 borrows through every digit
             cases["carry through every digit"] += [Problem("-", (10 ** length, 1)) for length in range(1, max_digits)]
         for num_operands in range(3, max_operands + 1):
             cases["all nines"].append(Problem(operator, (nines(max_digits),) * num_operands))
-            cases["zero operand"].append(Problem(operator, (0,) * num_operands))
+            if with_zeros:
+                cases["zero operand"].append(Problem(operator, (0,) * num_operands))
     return {kind: list(dict.fromkeys(problems)) for kind, problems in cases.items() if problems}
 
 
@@ -65,12 +89,12 @@ def full_chains(operator, longer, shorter, rng):
 def edge_case_datasets(dataset, tokenizer, max_length):
     """{kind: ArithmeticDataset} of the edge cases for the operations, lengths and operand counts `dataset` was
     generated with (its metadata; for a hand-written file, what its problems use), rendered in its format; cases
-    longer than the model's max_length are left out."""
-    operators, max_digits, max_operands = generated_ranges(dataset)
+    longer than `max_length` (the model's limit, None for none) are left out."""
+    operators, min_digits, max_digits, max_operands = generated_ranges(dataset)
     datasets = {}
-    for kind, problems in edge_cases(operators, max_digits, max_operands).items():
+    for kind, problems in edge_cases(operators, max_digits, max_operands, min_digits).items():
         texts = [problem.render(dataset.format, dataset.operand_width) for problem in problems]
-        texts = [text for text in texts if len(tokenizer.encode(text)) <= max_length]
+        texts = [text for text in texts if max_length is None or len(tokenizer.encode(text)) <= max_length]
         if texts:
             datasets[kind] = ArithmeticDataset(texts, tokenizer, max_length, source=f"edge cases ({kind})",
                                                data_format=dataset.format)
@@ -78,15 +102,16 @@ def edge_case_datasets(dataset, tokenizer, max_length):
 
 
 def generated_ranges(dataset):
-    """(operators, max digits, max operands) of the data: from the metadata written at generation, so that val,
-    test and any split share one set of edge cases; else from the problems themselves."""
+    """(operators, min digits, max digits, max operands) of the data: from the metadata written at generation, so
+    that val, test and any split share one set of edge cases; else from the problems themselves."""
     metadata = dataset.metadata
     operations = metadata.get("operations")  # a list in files from before --operations, a string since
     if isinstance(operations, str):
         operations = operations.split(",")
     if isinstance(operations, list) and isinstance(metadata.get("max_digits"), int):
-        return (sorted(set(operations) & OPERATIONS.keys()), dataset.operand_width or metadata["max_digits"],
-                metadata.get("max_operands", 2))
+        return (sorted(set(operations) & OPERATIONS.keys()), metadata.get("min_digits", 1),
+                dataset.operand_width or metadata["max_digits"], metadata.get("max_operands", 2))
     return (sorted({problem.operator for problem in dataset.problems}),
+            min(min(problem.operand_digits) for problem in dataset.problems),
             dataset.operand_width or max(max(problem.operand_digits) for problem in dataset.problems),
             max(len(problem.operands) for problem in dataset.problems))

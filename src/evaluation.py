@@ -18,8 +18,9 @@ from src.runtime import autocast
 def teacher_forced_counts(model, dataset, batch_size, device, precision):
     """(summed loss, correct tokens, answer tokens): sums, so that shards of a split add up to the whole."""
     loss_sum, correct, total = 0.0, 0, 0
+    by_length = dataset.lengths.argsort()  # batches of similar length pad little
     for start in range(0, len(dataset), batch_size):
-        inputs, targets = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
+        inputs, targets = dataset.batch(by_length[start:start + batch_size])
         inputs, targets = inputs.to(device), targets.to(device)
         with autocast(device, precision):
             logits, _ = model(inputs)
@@ -32,19 +33,21 @@ def teacher_forced_counts(model, dataset, batch_size, device, precision):
 
 @torch.no_grad()
 def generate_answers(model, dataset, tokenizer, batch_size, device, precision):
-    """Greedy answers for every problem; prompts are grouped by length so a batch needs no padding."""
+    """Greedy answers for every problem; prompts are grouped by length so a batch needs no padding. Each answer
+    may run as many tokens as the expected one with its end token: a longer one is wrong whatever follows."""
     answers = [None] * len(dataset)
     by_prompt_length = defaultdict(list)
     for index, length in enumerate(dataset.prompt_lengths.tolist()):
         by_prompt_length[length].append(index)
+    answer_tokens = (dataset.lengths - dataset.prompt_lengths).tolist()  # with the end token
     for prompt_length, indices in by_prompt_length.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             prompts = dataset.tokens[chunk, :prompt_length].to(device)
             with autocast(device, precision):
-                generated = greedy_generate(model, prompts, model.config.max_length - prompt_length, tokenizer.end_id)
+                generated = greedy_generate(model, prompts, max(answer_tokens[i] for i in chunk), tokenizer.end_id)
             for index, ids in zip(chunk, generated):
-                answers[index] = tokenizer.decode(ids)
+                answers[index] = tokenizer.decode(ids[:answer_tokens[index]])
     return answers
 
 
@@ -62,7 +65,7 @@ def tally(dataset, predictions, num_mistakes):
         right = final_answer(predicted) == final_answer(answer)
         operator, digits = problem.operator, problem.digits_key
         keys = [("all",), ("operation", operator), ("digits", digits), ("grid", operator, digits),
-                ("operands", len(problem.operands))]
+                ("operands", len(problem.operands)), ("length", max(problem.operand_digits))]
         carries = num_carries(problem)
         if carries is not None:
             keys.append(("carries", operator, carries))
@@ -129,6 +132,7 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
         "exact_match_by_operation_and_operand_digits": grid,
         "exact_match_by_carries": breakdown(correct, count, "carries"),
         "exact_match_by_num_operands": breakdown(correct, count, "operands"),
+        "exact_match_by_length": breakdown(correct, count, "length"),  # digits of the longest operand
         "worst_cells": worst_cells(grid),
         "mistakes": mistakes,
     }
@@ -161,6 +165,7 @@ def scalar_metrics(results, prefix):
     for operator, cells in results["exact_match_by_operation_and_operand_digits"].items():
         metrics.update({f"{prefix}/by_digits/{operator}/{digits}": c["exact_match"] for digits, c in cells.items()
                         if digits.count("x") == 1})  # the heatmap's cells; longer problems by count below
+    metrics.update({f"{prefix}/by_length/{n}": c["exact_match"] for n, c in results["exact_match_by_length"].items()})
     by_operands = results["exact_match_by_num_operands"]
     if len(by_operands) > 1:
         metrics.update({f"{prefix}/by_operands/{n}": c["exact_match"] for n, c in by_operands.items()})
@@ -173,6 +178,28 @@ def scalar_metrics(results, prefix):
         metrics.update({f"{prefix}/edge_cases/{kind}": c["exact_match"]
                         for kind, c in results["edge_cases"]["by_kind"].items()})
     return metrics
+
+
+def length_table(by_length, per_line=10):
+    """Exact match (%) by length, as text lines of `per_line` lengths: ['exact match by length 1-10: 100.0 ...']."""
+    items = list(by_length.items())
+    lines = []
+    for start in range(0, len(items), per_line):
+        chunk = items[start:start + per_line]
+        lines.append(f"exact match (%) by length {chunk[0][0]}-{chunk[-1][0]}: " +
+                     " ".join(f"{100 * cell['exact_match']:.1f}" for _, cell in chunk))
+    return lines
+
+
+def length_bands(by_length, band):
+    """{"11-20": exact match over all problems of those lengths, ...}: bands of `band` lengths, aligned to
+    multiples of it (1-10, 11-20...)."""
+    totals = {}
+    for length, cell in by_length.items():
+        first = (int(length) - 1) // band * band + 1
+        correct, count = totals.get(first, (0, 0))
+        totals[first] = (correct + cell["exact_match"] * cell["count"], count + cell["count"])
+    return {f"{first}-{first + band - 1}": correct / count for first, (correct, count) in sorted(totals.items())}
 
 
 def log_report(results, log, split):
@@ -191,6 +218,10 @@ def log_report(results, log, split):
         edge = results["edge_cases"]
         log.info(f"{split} edge cases: exact match {edge['exact_match']:.4f} ({edge['count']} problems) | " +
                  " | ".join(f"{kind} {c['exact_match']:.3f}" for kind, c in edge["by_kind"].items()))
+    by_length = results["exact_match_by_length"]
+    if len(by_length) > 1:
+        for line in length_table(by_length):
+            log.info(f"{split} {line}")
     for worst in results["worst_cells"]:
         log.info(f"{split} weak cell {worst['operation']} {worst['operand_digits']} digits: exact match "
                  f"{worst['exact_match']:.4f} ({worst['count']} problems)")

@@ -12,7 +12,8 @@ def greedy_generate(model, prompt_ids, max_new_tokens, end_id, use_cache=True):
 
     With the cache, each step feeds only the newest token; without it (the reference the cache is tested against),
     each step recomputes the whole sequence."""
-    cache = KVCache(model.config, prompt_ids.shape[0], prompt_ids.device) if use_cache else None
+    cache = KVCache(model.config, prompt_ids.shape[0], prompt_ids.device, prompt_ids.shape[1] + max_new_tokens) \
+        if use_cache else None
     sequences = prompt_ids
     new_input = prompt_ids
     finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
@@ -31,9 +32,10 @@ def greedy_generate(model, prompt_ids, max_new_tokens, end_id, use_cache=True):
 
 
 def complete(model, tokenizer, prompt, device):
-    """The model's greedy continuation of one prompt string, e.g. '12+34=' -> '46'."""
+    """The model's greedy continuation of one prompt string, e.g. '12+34=' -> '46'. A model without a length limit
+    (rope, abacus) may write up to seven times the prompt's length, or up to its training max_length if longer."""
     ids = torch.tensor([tokenizer.encode(prompt)], device=device)
-    budget = model.config.max_length - ids.shape[1]
+    budget = (model.max_tokens or max(model.config.max_length, 8 * ids.shape[1])) - ids.shape[1]
     if budget <= 0:
         raise ValueError(f"prompt {prompt!r} already fills the model's max_length {model.config.max_length}")
     return tokenizer.decode(greedy_generate(model, ids, budget, tokenizer.end_id)[0])

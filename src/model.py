@@ -1,5 +1,6 @@
-"""Decoder-only transformer (GPT-style, pre-LayerNorm) and its configuration, including the named model sizes,
-and the KV cache that incremental decoding writes into."""
+"""Decoder-only transformer (GPT-style, pre-LayerNorm) and its configuration, including the named model sizes, the
+position encodings (learned absolute, rotary, digit positions) and the KV cache that incremental decoding writes into.
+"""
 
 import contextlib
 import math
@@ -11,6 +12,20 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from src.data import IGNORE_INDEX
+from src.tokenizer import DEFAULT_VOCAB
+
+POS_ENCODINGS = {
+    "learned": "a learned vector per sequence position, as GPT-2 (the default); nothing past the max length",
+    "rope": "rotary embeddings (RoPE) on queries and keys, by sequence position; no length limit",
+    "abacus": "a learned vector per digit place, counted within each number from its first digit (the least "
+              "significant in the reversed formats), with a random offset per training example so that places "
+              "beyond the longest trained number are trained too (Abacus, McLeish et al. 2024; position "
+              "coupling, Cho et al. 2024); no other position signal",
+}
+# Every vocabulary starts with DEFAULT_VOCAB (tokenizer.vocab_for), so digits and "=" have the same ids in all.
+DIGIT_IDS = len("0123456789")  # ids below this are digits
+EQUALS_ID = DEFAULT_VOCAB.index("=")
+ROPE_BASE = 10_000.0
 
 
 @dataclass
@@ -22,6 +37,8 @@ class ModelConfig:
     num_heads: int = 4
     ffn_size: int = 512
     dropout: float = 0.0
+    pos_encoding: str = "learned"  # one of POS_ENCODINGS
+    digit_positions: int = 128  # abacus: size of the digit-place table, so numbers of up to this - 2 digits
 
 
 # Shapes from the seed README's table; "tiny" is for tests and smoke runs.
@@ -34,16 +51,18 @@ MODEL_SIZES = {
 
 
 class KVCache:
-    """Keys and values of every layer for one batch being decoded: fixed-size buffers, filled from position 0.
+    """Keys and values of every layer for one batch being decoded: fixed-size buffers of `max_tokens` positions,
+    filled from position 0, and the digit place of the last token (for the abacus encoding).
 
     The prompt is written in one call (causal attention within it), then one token per call."""
 
-    def __init__(self, config, batch_size, device):
-        self.shape = (config.num_layers, batch_size, config.num_heads, config.max_length,
+    def __init__(self, config, batch_size, device, max_tokens=None):
+        self.shape = (config.num_layers, batch_size, config.num_heads, max_tokens or config.max_length,
                       config.hidden_size // config.num_heads)
         self.device = device
         self.keys = self.values = None  # allocated on first use, in the dtype the model computes in
         self.length = 0  # positions filled so far
+        self.last_digit_place = torch.zeros(batch_size, dtype=torch.long, device=device)
 
     def update(self, layer, keys, values):
         """Stores this layer's keys/values for the new positions; returns those of all positions so far."""
@@ -51,9 +70,58 @@ class KVCache:
             self.keys = torch.zeros(self.shape, dtype=keys.dtype, device=self.device)
             self.values = torch.zeros(self.shape, dtype=values.dtype, device=self.device)
         end = self.length + keys.shape[2]
+        if end > self.shape[3]:
+            raise ValueError(f"the KV cache holds {self.shape[3]} positions; {end} were asked for")
         self.keys[layer, :, :, self.length:end] = keys
         self.values[layer, :, :, self.length:end] = values
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+
+def digit_places(idx, last_place=None):
+    """The abacus index of each token: 1, 2, 3... along the digits of each number, 0 for operators and the like.
+
+    idx: [batch, length] token ids. The "=" starts the answer's count at 1, so that the token predicting the
+    answer's k-th digit has place k, the place of the operand digits it needs (coupled positions). In the reversed
+    formats place 1 is the least significant digit of every number. `last_place` [batch]: the place of the token
+    before idx[:, 0] (incremental decoding); none means idx starts the sequence."""
+    batch, length = idx.shape
+    steps = torch.arange(length, device=idx.device)
+    last_place = torch.zeros(batch, dtype=torch.long, device=idx.device) if last_place is None else last_place
+    is_equals = idx == EQUALS_ID
+    counted = (idx < DIGIT_IDS) | is_equals
+    after_counted = torch.cat([last_place[:, None] > 0, counted[:, :-1]], dim=1)
+    starts = is_equals | (counted & ~after_counted)
+    last_start = torch.cummax(torch.where(starts, steps, -1), dim=1).values
+    # A count that began before this chunk continues from last_place
+    places = torch.where(last_start >= 0, steps - last_start + 1, last_place[:, None] + steps + 1)
+    return torch.where(counted, places, 0)
+
+
+def longest_digit_place(tokens, rows_per_chunk=65_536):
+    """The highest digit place in a [examples, length] token tensor (in chunks: a training split may be large)."""
+    return max(int(digit_places(rows).max()) for rows in tokens.cpu().split(rows_per_chunk))
+
+
+def random_place_offsets(places, table_size):
+    """Places shifted by one random offset per example (0 stays 0), as large as the table allows: training sees
+    every place up to table_size - 1, so numbers longer than any trained one land on trained places."""
+    room = table_size - 1 - places.max(dim=1).values  # >= 0: the trainer checks its data fits
+    offsets = (torch.rand(places.shape[0], device=places.device) * (room + 1)).long()
+    return torch.where(places > 0, places + offsets[:, None], 0)
+
+
+def rotary_angles(start, end, head_size, device):
+    """(cos, sin), each [end - start, head_size / 2], of the rotations RoPE applies at these positions."""
+    frequencies = ROPE_BASE ** (-torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
+    angles = torch.arange(start, end, device=device, dtype=torch.float32)[:, None] * frequencies
+    return angles.cos(), angles.sin()
+
+
+def rotate(x, cos, sin):
+    """RoPE on x [batch, heads, length, head_size]: each pair (x_i, x_{i + head_size/2}) rotated by its angle."""
+    first, second = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
 def attention_kernels(query):
@@ -73,10 +141,12 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.dropout
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, rotary=None):
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).split(hidden, dim=2)
         q, k, v = (t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2) for t in (q, k, v))
+        if rotary is not None:
+            q, k = rotate(q, *rotary), rotate(k, *rotary)
         # Causal within the new positions; a single new token attends to everything cached before it.
         is_causal = length > 1
         if cache is not None:
@@ -102,8 +172,8 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache=None):
-        x = x + self.dropout(self.attention(self.ln_attention(x), cache))
+    def forward(self, x, cache=None, rotary=None):
+        x = x + self.dropout(self.attention(self.ln_attention(x), cache, rotary))
         return x + self.dropout(self.mlp(self.ln_mlp(x)))
 
 
@@ -112,9 +182,15 @@ class Transformer(nn.Module):
         super().__init__()
         if config.hidden_size % config.num_heads:
             raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+        if config.pos_encoding not in POS_ENCODINGS:
+            raise ValueError(f"unknown position encoding {config.pos_encoding!r}; choose from "
+                             f"{', '.join(POS_ENCODINGS)}")
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_length, config.hidden_size)
+        if config.pos_encoding == "learned":
+            self.position_embedding = nn.Embedding(config.max_length, config.hidden_size)
+        elif config.pos_encoding == "abacus":
+            self.digit_place_embedding = nn.Embedding(config.digit_positions, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, index) for index in range(config.num_layers))
         self.ln_final = nn.LayerNorm(config.hidden_size)
@@ -136,20 +212,43 @@ class Transformer(nn.Module):
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def max_tokens(self):
+        """The longest sequence this model can read: its learned position table, else no limit (None)."""
+        return self.config.max_length if self.config.pos_encoding == "learned" else None
+
+    def embed(self, idx, start, cache):
+        """Token embeddings plus this encoding's position signal, and RoPE's angles (None for the others)."""
+        x = self.token_embedding(idx)
+        end = start + idx.shape[1]
+        encoding = self.config.pos_encoding
+        if encoding == "learned":
+            if end > self.config.max_length:
+                raise ValueError(f"sequence of {end} tokens exceeds the model's max_length {self.config.max_length} "
+                                 f"(set --max-length when training)")
+            return x + self.position_embedding(torch.arange(start, end, device=idx.device)), None
+        if encoding == "rope":
+            return x, rotary_angles(start, end, self.config.hidden_size // self.config.num_heads, idx.device)
+        places = digit_places(idx, cache.last_digit_place if cache is not None else None)
+        if cache is not None:
+            cache.last_digit_place = places[:, -1]
+        if self.training:
+            places = random_place_offsets(places, self.config.digit_positions)
+        elif int(places.max()) >= self.config.digit_positions:  # a host sync, in evaluation only
+            raise ValueError(f"a number reaches digit place {int(places.max())}, beyond the model's "
+                             f"{self.config.digit_positions - 1} (set --digit-positions when training)")
+        return x + self.digit_place_embedding(places), None
+
     def forward(self, idx, targets=None, cache=None):
         """idx: [batch, length] token ids, continuing what `cache` holds if one is given.
         Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None)."""
         start = cache.length if cache is not None else 0
-        end = start + idx.shape[1]
-        if end > self.config.max_length:
-            raise ValueError(f"sequence of {end} tokens exceeds the model's max_length {self.config.max_length} "
-                             f"(set --max-length when training)")
-        positions = torch.arange(start, end, device=idx.device)
-        x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))
+        x, rotary = self.embed(idx, start, cache)
+        x = self.dropout(x)
         for block in self.blocks:
-            x = block(x, cache)
+            x = block(x, cache, rotary)
         if cache is not None:
-            cache.length = end
+            cache.length = start + idx.shape[1]
         logits = self.lm_head(self.ln_final(x))
         if targets is None:
             return logits, None
@@ -157,7 +256,9 @@ class Transformer(nn.Module):
         return logits, loss
 
 
-def build_model_config(model_size, vocab_size, max_length, dropout=0.0):
+def build_model_config(model_size, vocab_size, max_length, dropout=0.0, pos_encoding="learned",
+                       digit_positions=ModelConfig.digit_positions):
     if model_size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {model_size!r}; choose from {', '.join(MODEL_SIZES)}")
-    return ModelConfig(vocab_size=vocab_size, max_length=max_length, dropout=dropout, **MODEL_SIZES[model_size])
+    return ModelConfig(vocab_size=vocab_size, max_length=max_length, dropout=dropout,
+                       pos_encoding=pos_encoding, digit_positions=digit_positions, **MODEL_SIZES[model_size])

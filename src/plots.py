@@ -31,3 +31,21 @@ def save_grid_heatmap(grid, path, title):
     figure.suptitle(title)
     figure.savefig(path, dpi=110)
     return True
+
+
+def save_length_plot(curves, path, title, trained_lengths=None):
+    """Exact match versus length, one line per run; `curves`: {label: {"length": {"exact_match", "count"}}} as
+    evaluate() returns exact_match_by_length. `trained_lengths` (lowest, highest) is shaded: the range the model
+    was trained on."""
+    figure = Figure(figsize=(7.5, 4.2), layout="tight")
+    axis = figure.subplots()
+    if trained_lengths:
+        axis.axvspan(trained_lengths[0] - 0.5, trained_lengths[1] + 0.5, color="0.88", label="training lengths")
+    for label, by_length in curves.items():
+        lengths = sorted(int(length) for length in by_length)
+        axis.plot(lengths, [100 * by_length[str(length)]["exact_match"] for length in lengths], marker=".",
+                  label=label)
+    axis.set(title=title, xlabel="digits of the longest operand", ylabel="exact match (%)", ylim=(-2, 102))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110)

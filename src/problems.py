@@ -17,6 +17,8 @@ FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
     "padded-reversed": "12+07=910 (padded, answer reversed, as minGPT's adder)",
     "reversed-all": "21+7=91 (operands and answer least significant digit first)",
     "padded-reversed-all": "21+70=910 (padded, operands and answer reversed)",
+    "aligned-reversed-all": "21+70=910 (operands and answer reversed, each problem's operands zero-padded to its "
+                            "longest, the answer to the width its sum can reach: complete columns at any length)",
     "scratchpad": "12+7=<think>2+7=9 1=1</think>19 (digit-by-digit steps, then the plain answer)",
 }
 # Scratchpad steps are defined for these (operation: most operands)
@@ -24,7 +26,13 @@ SCRATCHPAD_LIMITS = {"+": None, "-": 2, "*": 2}
 
 
 def is_padded(data_format):
+    """Operands padded to one width for the whole dataset (--max-digits)."""
     return data_format.startswith("padded")
+
+
+def is_aligned(data_format):
+    """Operands padded to the longest of their own problem, so the format has no fixed width."""
+    return data_format.startswith("aligned")
 
 
 def answer_reversed(data_format):
@@ -56,8 +64,10 @@ class Problem:
 
     def render(self, data_format="plain", width=None):
         """The whole example, prompt and answer: "12+7=19<end>" in the plain format. Padded formats write operands
-        with `width` digits (default: as many as the longest operand has)."""
-        if is_padded(data_format):
+        with `width` digits (default: as many as the longest operand has); aligned ones as many as that always."""
+        if is_aligned(data_format):
+            width = None
+        if is_padded(data_format) or is_aligned(data_format):
             width = width or max(self.operand_digits)
             operands = [f"{x:0{width}d}" for x in self.operands]
         else:
@@ -69,7 +79,7 @@ class Problem:
     def answer_text(self, data_format="plain", width=None):
         result = self.result
         digits = str(abs(result))
-        if is_padded(data_format):
+        if is_padded(data_format) or is_aligned(data_format):
             digits = digits.zfill(answer_width(self.operator, len(self.operands), width or max(self.operand_digits)))
         if answer_reversed(data_format):
             digits = digits[::-1]

@@ -27,8 +27,9 @@ from src.errors import ConfigError, DataError, TrainingDiverged
 from src.evaluation import evaluate, evaluate_edge_cases, log_report, scalar_metrics
 from src.files import write_json
 from src.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
-from src.model import Transformer, build_model_config
+from src.model import POS_ENCODINGS, ModelConfig, Transformer, build_model_config, longest_digit_place
 from src.plots import save_grid_heatmap
+from src.problems import operands_reversed
 from src.runtime import autocast, select_precision, synchronize
 from src.tokenizer import Tokenizer
 from src.tracking import start_tracking
@@ -41,9 +42,12 @@ class TrainConfig:
     model_size: str = "small"
     max_length: int = 32
     dropout: float = 0.0
+    pos_encoding: str = "learned"
+    digit_positions: int = 128  # abacus only
     batch_size: int = 32  # per process
     gradient_accumulation_steps: int = 1
     eval_batch_size: int = 64
+    group_by_length: bool = False
     learning_rate: float = 1e-4
     min_learning_rate_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -78,6 +82,10 @@ class TrainConfig:
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
                             "--warmup-steps not negative")
+        if self.pos_encoding not in POS_ENCODINGS:
+            problems.append(f"--pos-encoding must be one of {', '.join(POS_ENCODINGS)}, got {self.pos_encoding!r}")
+        if self.digit_positions < 2:
+            problems.append(f"--digit-positions must be at least 2, got {self.digit_positions}")
         if self.fp16 and self.bf16:
             problems.append("--fp16 and --bf16 exclude each other: choose one")
         if problems:
@@ -111,9 +119,18 @@ def learning_rate_at(step, config, total_steps, warmup=None):
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def epoch_order(num_examples, seed, epoch):
-    """The shuffled example order of one epoch, a pure function of (seed, epoch)."""
-    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+LENGTH_GROUP_BATCHES = 64  # --group-by-length sorts runs of this many batches
+
+
+def epoch_order(num_examples, seed, epoch, lengths=None, batch_size=None):
+    """The shuffled example order of one epoch, a pure function of (seed, epoch). Given `lengths`, each run of
+    LENGTH_GROUP_BATCHES x batch_size examples of it is sorted longest first, so that a batch holds examples of
+    similar length and pads little (a step is cut from consecutive examples; see step_batches)."""
+    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    if lengths is None:
+        return order
+    runs = order.split(LENGTH_GROUP_BATCHES * batch_size)
+    return torch.cat([run[lengths[run].argsort(descending=True, stable=True)] for run in runs])
 
 
 def step_batches(dataset, order, batch_size, ranks=Ranks(), accumulation_steps=1, first_example=0):
@@ -309,7 +326,7 @@ def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precisi
 def in_history(metric):
     """What trainer_state.json keeps of each val evaluation: the totals, each operation and the edge cases (the
     per-cell and per-carry figures are many; W&B has them)."""
-    return not metric.startswith(("val/by_digits/", "val/by_carries/", "val/by_operands/"))
+    return not metric.startswith(("val/by_digits/", "val/by_carries/", "val/by_operands/", "val/by_length/"))
 
 
 def write_trainer_state(state, config, total_steps):
@@ -346,6 +363,23 @@ def stop_requested_anywhere(stop, ranks, device):
     if not ranks.distributed:
         return stop.requested
     return all_reduce_sum(torch.tensor(float(stop.requested), device=device)).item() > 0
+
+
+def check_digit_places(datasets, config):
+    """The abacus encoding needs a place for every digit of the data, and room above it for the random offsets
+    that train the places of longer numbers; its counting follows the number from its first digit, which is the
+    least significant only in the operand-reversed formats."""
+    if config.pos_encoding != "abacus":
+        return
+    longest = max(longest_digit_place(dataset.tokens) for dataset in datasets.values())
+    if longest >= config.digit_positions:
+        raise ConfigError(f"{config.data_dir}: its numbers reach digit place {longest} but --digit-positions is "
+                          f"{config.digit_positions}; raise it above {longest} (well above, to generalise longer)")
+    data_format = datasets["train"].format
+    if not operands_reversed(data_format):
+        log.warning(f"--pos-encoding abacus counts digit places from each number's first digit, and the "
+                    f"{data_format!r} format writes operands most significant digit first, so places do not align "
+                    f"columns; generate the data with --format reversed-all for length generalisation")
 
 
 def check_finite(value, step):
@@ -385,6 +419,7 @@ def train(config, explicit_flags=frozenset()):
     for dataset in datasets.values():
         dataset.to(device)
     data_format = datasets["train"].format
+    check_digit_places(datasets, config)
     edge_sets = edge_case_datasets(datasets["val"], tokenizer, config.max_length)
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
@@ -393,7 +428,8 @@ def train(config, explicit_flags=frozenset()):
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    model_config = build_model_config(config.model_size, len(tokenizer), config.max_length, config.dropout)
+    model_config = build_model_config(config.model_size, len(tokenizer), config.max_length, config.dropout,
+                                      config.pos_encoding, config.digit_positions)
     model = Transformer(model_config).to(device)
     if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
         torch.manual_seed(config.seed * 1000 + ranks.rank)
@@ -407,7 +443,7 @@ def train(config, explicit_flags=frozenset()):
              "precision": precision.description, "training_seconds": 0.0, "evaluation_seconds": 0.0,
              "log_history": []}
     if checkpoint:
-        if checkpoint["model_config"] != state["model_config"]:
+        if asdict(ModelConfig(**checkpoint["model_config"])) != state["model_config"]:  # older ones lack keys
             raise ConfigError(f"{checkpoint_source}: model config {checkpoint['model_config']} does not match "
                               f"{state['model_config']}")
         if checkpoint["train_data_fingerprint"] != state["train_data_fingerprint"]:
@@ -478,7 +514,8 @@ def train(config, explicit_flags=frozenset()):
             tqdm(total=total_steps, initial=step, desc="training", unit="step", dynamic_ncols=True,
                  disable=None if ranks.is_main else True) as progress:  # None: a bar on a terminal only
         for epoch in range(state["examples_seen"] // num_train, config.num_epochs):
-            order = epoch_order(num_train, config.seed, epoch)
+            order = epoch_order(num_train, config.seed, epoch,
+                                *((datasets["train"].lengths, config.batch_size) if config.group_by_length else ()))
             for micro_batches, step_examples in step_batches(datasets["train"], order, config.batch_size, ranks,
                                                              config.gradient_accumulation_steps,
                                                              state["examples_seen"] - epoch * num_train):

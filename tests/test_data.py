@@ -239,3 +239,42 @@ def test_mixed_sampling_is_half_balanced_half_uniform():
     # 4x4 holds 81% of all problems: 0.5 / 16 + 0.5 * 0.81 = 44% of the data; 1x2 holds 0.09%: about 1/32
     assert 0.43 < counts[(4, 4)] / 20_000 < 0.46
     assert 0.028 < counts[(1, 2)] / 20_000 < 0.036
+
+
+def test_min_digits_and_same_length_sampling_give_the_asked_lengths():
+    config = DataConfig(num_examples=600, min_digits=4, max_digits=6, sampling="same-length", test_only=True)
+    problems = all_problems(generate_splits(config))
+    assert Counter(problem.operand_digits for problem in problems) == {(4, 4): 200, (5, 5): 200, (6, 6): 200}
+    balanced = all_problems(generate_splits(DataConfig(num_examples=900, min_digits=3, max_digits=5)))
+    assert Counter(problem.operand_digits for problem in balanced) == {
+        (a, b): 100 for a in range(3, 6) for b in range(3, 6)}
+    uniform = all_problems(generate_splits(DataConfig(num_examples=500, min_digits=3, max_digits=4,
+                                                      sampling="uniform")))
+    assert min(min(problem.operands) for problem in uniform) >= 100
+
+
+@pytest.mark.parametrize("data_format", ["plain", "reversed-all", "padded-reversed-all"])
+@pytest.mark.parametrize("sampling", ["same-length", "uniform", "carry-balanced"])
+def test_numbers_far_past_int64_are_sampled_written_and_read_back_exactly(data_format, sampling):
+    config = DataConfig(num_examples=300, min_digits=40, max_digits=60, sampling=sampling, format=data_format,
+                        operations="+,-", seed=5)
+    splits = generate_splits(config)
+    examples = splits["train"] + splits["val"] + splits["test"]
+    assert len(set(examples)) == 300
+    problems = all_problems(splits, data_format)
+    assert all(40 <= min(problem.operand_digits) and max(problem.operand_digits) <= 60 for problem in problems)
+    for problem, text in zip(problems, examples):
+        assert problem.render(data_format, config.max_digits) == text  # the answer is the exact big-int result
+    longest = Counter(max(problem.operand_digits) for problem in problems)
+    if sampling == "uniform":  # 9 in 10 numbers below 10^60 have 60 digits
+        assert 0.95 < longest[60] / 300 < 1  # the longer of two operands: 1 - 0.1^2 = 99%
+    else:
+        assert len(longest) > 10  # spread over the range
+
+
+def test_test_only_writes_every_problem_to_the_test_split(tmp_path):
+    config = DataConfig(num_examples=50, max_digits=3, test_only=True)
+    splits = generate_splits(config)
+    assert list(splits) == ["test"] and len(splits["test"]) == 50
+    write_splits(tmp_path, splits, config)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["test.json"]

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from src.data import ArithmeticDataset
-from src.edge_cases import edge_case_datasets, edge_cases
-from src.evaluation import evaluate, scalar_metrics
+from src.edge_cases import edge_case_datasets, edge_cases, nines
+from src.evaluation import evaluate, length_bands, length_table, scalar_metrics
 from src.model import ModelConfig
-from src.plots import save_grid_heatmap
+from src.plots import save_grid_heatmap, save_length_plot
 from src.problems import Problem, num_carries, split_example
 from src.runtime import select_precision
 from src.tokenizer import Tokenizer, vocab_for
@@ -124,3 +124,25 @@ def test_heatmap_is_a_png_with_a_panel_per_operation(tmp_path):
     assert save_grid_heatmap(grid, path, "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert not save_grid_heatmap({"+": {"1x1x1": {"exact_match": 1.0, "count": 1}}}, tmp_path / "none.png", "")
+
+
+def test_edge_cases_of_a_long_range_keep_to_its_lengths():
+    cases = edge_cases(["+", "-"], max_digits=40, max_operands=2, min_digits=11)
+    problems = [problem for kind in cases.values() for problem in kind]
+    assert all(11 <= digits <= 40 for problem in problems for digits in problem.operand_digits)
+    assert "zero operand" not in cases  # 0 has one digit, outside the range
+    assert Problem("+", (nines(40), nines(11))) in cases["all nines"]
+    assert len({problem.digits_key for problem in problems}) == 3 * 30 - 2  # equal lengths and each against 11
+    for problem in cases["carry through every digit"]:
+        if problem.operand_digits[0] == problem.operand_digits[1]:
+            assert num_carries(problem) == problem.operand_digits[0] - (problem.operator == "-")
+
+
+def test_exact_match_by_length_bands_and_plot(tmp_path):
+    by_length = {str(n): {"exact_match": 1.0 if n <= 12 else 0.5, "count": 10 if n <= 12 else 30}
+                 for n in range(9, 23)}
+    assert length_bands(by_length, 10) == {"1-10": 1.0, "11-20": (20 + 0.5 * 240) / 260, "21-30": 0.5}
+    assert length_table(by_length, per_line=10)[1] == "exact match (%) by length 19-22: 50.0 50.0 50.0 50.0"
+    path = tmp_path / "lengths.png"
+    save_length_plot({"abacus": by_length, "learned": by_length}, path, "test", trained_lengths=(1, 10))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -3,8 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from src.data import ArithmeticDataset
-from src.model import MODEL_SIZES, KVCache, Transformer, build_model_config
-from src.tokenizer import Tokenizer
+from src.model import (MODEL_SIZES, KVCache, Transformer, build_model_config, digit_places, random_place_offsets,
+                       rotary_angles, rotate)
+from src.tokenizer import DEFAULT_VOCAB, Tokenizer
 
 
 def expected_parameter_count(num_layers, hidden_size, ffn_size, vocab_size, max_length, **_):
@@ -73,3 +74,88 @@ def test_kv_cache_refuses_several_tokens_after_the_prompt():
     model(torch.zeros(1, 4, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match="one token per call"):
         model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Position encodings
+
+def places_of(text):
+    return digit_places(torch.tensor([Tokenizer(DEFAULT_VOCAB + ["-", "*"]).encode(text)]))[0].tolist()
+
+
+@pytest.mark.parametrize("text, expected", [
+    # reversed-all 123 + 45 = 168: each number counts its digits from 1; "=" is place 1 of the answer's count, so
+    # the token that predicts answer digit k has place k, as the operand digits of that column
+    ("321+54=861<end>", [1, 2, 3, 0, 1, 2, 1, 2, 3, 4, 0]),
+    ("9+9=81<end>", [1, 0, 1, 1, 2, 3, 0]),
+    # numbers of different lengths, more operands, another operator
+    ("1234567890123+7=", [*range(1, 14), 0, 1, 1]),
+    ("12*345*6=", [1, 2, 0, 1, 2, 3, 0, 1, 1]),
+])
+def test_digit_places_count_each_number_from_its_first_digit(text, expected):
+    assert places_of(text) == expected
+
+
+def test_digit_places_continue_across_decoding_steps():
+    tokenizer = Tokenizer()
+    ids = torch.tensor([tokenizer.encode("4321+99=3341<end>"), tokenizer.encode("1+2=3<end>" + "<end>" * 7)])
+    whole = digit_places(ids)
+    pieces, last = [digit_places(ids[:, :5])], None
+    last = pieces[0][:, -1]
+    for step in range(5, ids.shape[1]):
+        pieces.append(digit_places(ids[:, step:step + 1], last))
+        last = pieces[-1][:, -1]
+    assert torch.equal(torch.cat(pieces, dim=1), whole)
+
+
+def test_training_offsets_shift_every_digit_of_an_example_alike_and_stay_in_the_table():
+    torch.manual_seed(0)
+    places = digit_places(torch.tensor([Tokenizer().encode("4321+99=3341<end>")] * 500))
+    shifted = random_place_offsets(places, table_size=20)
+    offsets = shifted - places
+    assert torch.equal(shifted == 0, places == 0)  # operators stay at 0
+    assert (offsets[places > 0].view(500, -1) == offsets[:, :1]).all()  # one offset per example
+    assert shifted.max() == 19 and set(offsets[:, 0].tolist()) == set(range(0, 20 - 5))  # every room used
+
+
+def test_rotary_attention_depends_only_on_relative_positions():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(query_position, key_position):
+        rotated_q = rotate(q, *rotary_angles(query_position, query_position + 1, 16, torch.device("cpu")))
+        rotated_k = rotate(k, *rotary_angles(key_position, key_position + 1, 16, torch.device("cpu")))
+        return (rotated_q * rotated_k).sum().item()
+
+    assert score(7, 3) == pytest.approx(score(104, 100), abs=1e-4)
+    assert score(7, 3) != pytest.approx(score(7, 5), abs=1e-2)
+    assert torch.allclose(rotate(q, *rotary_angles(5, 6, 16, torch.device("cpu"))).norm(), q.norm())
+
+
+@pytest.mark.parametrize("encoding", ["rope", "abacus"])
+def test_length_free_encodings_cache_and_read_past_the_training_length(encoding):
+    torch.manual_seed(0)
+    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=8, pos_encoding=encoding)).eval()
+    assert model.max_tokens is None
+    tokens = torch.randint(0, 13, (3, 40))  # five times the training max_length
+    cache = KVCache(model.config, batch_size=3, device=torch.device("cpu"), max_tokens=40)
+    with torch.no_grad():
+        full, _ = model(tokens)
+        pieces = [model(tokens[:, :30], cache=cache)[0]] + [model(tokens[:, i:i + 1], cache=cache)[0]
+                                                           for i in range(30, 40)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+
+
+def test_abacus_refuses_numbers_beyond_its_digit_places_in_evaluation():
+    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=8, pos_encoding="abacus",
+                                          digit_positions=10)).eval()
+    model(torch.tensor([Tokenizer().encode("123456789+1=")]))  # place 9 is the last one
+    with pytest.raises(ValueError, match="reaches digit place 10, beyond the model's 9"):
+        model(torch.tensor([Tokenizer().encode("1234567890+1=")]))
+
+
+@pytest.mark.parametrize("encoding, position_parameters", [("learned", 32 * 64), ("rope", 0), ("abacus", 128 * 64)])
+def test_each_encoding_has_its_own_position_parameters(encoding, position_parameters):
+    config = build_model_config("tiny", vocab_size=13, max_length=32, pos_encoding=encoding)
+    no_positions = expected_parameter_count(vocab_size=13, max_length=0, **MODEL_SIZES["tiny"])
+    assert Transformer(config).num_parameters() == no_positions + position_parameters

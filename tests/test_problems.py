@@ -16,6 +16,8 @@ from src.problems import (FORMATS, Problem, answer_width, final_answer, num_carr
     ("padded-reversed", "0658+0189=74800", "0189-0658=-9640", "0658*0189=26342100"),
     ("reversed-all", "856+981=748", "981-856=-964", "856*981=263421"),
     ("padded-reversed-all", "8560+9810=74800", "9810-8560=-9640", "8560*9810=26342100"),
+    # padded to each problem's own longest operand, whatever the width
+    ("aligned-reversed-all", "856+981=7480", "981-856=-964", "856*981=263421"),
 ])
 def test_each_format_writes_the_true_result(data_format, addition, subtraction, multiplication):
     for (a, b), operator, expected in [((658, 189), "+", addition), ((189, 658), "-", subtraction),
@@ -56,6 +58,10 @@ def test_random_problems_read_back_and_their_answers_decode_to_the_result(data_f
         assert int(sign + digits) == problem.result
         if data_format.startswith("padded"):
             assert len(digits) == answer_width(operator, num_operands, 5)
+        elif data_format.startswith("aligned"):
+            longest = max(problem.operand_digits)
+            assert {len(operand) for operand in prompt[:-1].split(operator)} == {longest}
+            assert len(digits) == answer_width(operator, num_operands, longest)
         else:
             assert digits == str(abs(problem.result))
 

@@ -136,7 +136,8 @@ def test_evaluate_reports_bad_data_in_one_line(tmp_path, reference_run):
     ("train.py", ["--device", "cuda"] if not torch.cuda.is_available() else ["--num-epochs", 0],
      "no CUDA device is available" if not torch.cuda.is_available() else "--num-epochs must be at least 1"),
     ("generate_data.py", ["--val-fraction", 1.5], "--val-fraction and --test-fraction must be in (0, 1)"),
-    ("generate_data.py", ["--max-digits", 30], "--max-digits must be between 1 and 18, got 30"),
+    ("generate_data.py", ["--max-digits", 1001], "--max-digits must be between 1 and 1000, got 1001"),
+    ("generate_data.py", ["--min-digits", 3, "--max-digits", 2], "--min-digits must be between 1 and --max-digits (2), got 3"),
     ("evaluate.py", ["--batch-size", 0], "--batch-size must be at least 1"),
 ])
 def test_bad_flags_are_one_line_errors(script, flags, message, tmp_path):
@@ -174,3 +175,46 @@ def test_mixed_operations_with_a_scratchpad_end_to_end(tmp_path):
     results = json.loads((output_dir / "eval_test.json").read_text())
     assert set(results["exact_match_by_operation_and_operand_digits"]["-"]) == {"1x1", "1x2", "2x1", "2x2"}
     assert (output_dir / "eval_test_heatmap.png").stat().st_size > 5000
+
+
+def test_length_generalisation_end_to_end(tmp_path):
+    """Train on 1-3 digit numbers with digit-place positions, evaluate on a test-only file of 4-8 digits: a table
+    and JSON by length, a plot with the training lengths marked, and a learned-position model refusing lengths it
+    has no positions for in one line."""
+    train_dir, long_dir, output_dir = tmp_path / "data", tmp_path / "long", tmp_path / "run"
+    run_script("generate_data.py", "--num-examples", 2000, "--max-digits", 3, "--format", "reversed-all",
+               "--output-dir", train_dir, home=tmp_path)
+    run_script("generate_data.py", "--test-only", "--num-examples", 100, "--min-digits", 4, "--max-digits", 8,
+               "--sampling", "same-length", "--format", "reversed-all", "--output-dir", long_dir, home=tmp_path)
+    assert sorted(path.name for path in long_dir.iterdir()) == ["test.json"]
+    run_script("train.py", *train_args(train_dir, output_dir, "--num-epochs", 1, "--max-length", 13,
+                                       "--pos-encoding", "abacus", "--digit-positions", 16, "--group-by-length"),
+               home=tmp_path)
+    assert json.loads((output_dir / "training_config.json").read_text())["model_config"]["pos_encoding"] == "abacus"
+
+    evaluated = run_script("evaluate.py", "--checkpoint", output_dir, "--data-dir", long_dir, home=tmp_path)
+    assert "exact match (%) by length 4-8:" in evaluated.stderr
+    results = json.loads((output_dir / "eval_test.json").read_text())
+    assert list(results["exact_match_by_length"]) == ["4", "5", "6", "7", "8"]
+    assert all(cell["count"] == 20 for cell in results["exact_match_by_length"].values())
+    assert results["trained_lengths"] == [1, 3] and results["pos_encoding"] == "abacus"
+    assert (output_dir / "eval_test_by_length.png").stat().st_size > 5000
+
+    compared = run_script("plot_lengths.py", output_dir / "eval_test.json", "--output", tmp_path / "lengths.png",
+                          "--band", 5, home=tmp_path)
+    assert compared.stdout.splitlines()[:2] == ["| run | 1-5 | 6-10 |", "|---|---:|---:|"]
+    assert (tmp_path / "lengths.png").stat().st_size > 5000
+
+    too_long = tmp_path / "too_long"
+    run_script("generate_data.py", "--test-only", "--num-examples", 10, "--min-digits", 15, "--max-digits", 15,
+               "--format", "reversed-all", "--output-dir", too_long, home=tmp_path)
+    refused = run_script("evaluate.py", "--checkpoint", output_dir, "--data-dir", too_long, home=tmp_path, check=False)
+    assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0
+    assert "its numbers reach digit place 17, and" in refused.stderr and "places up to 15" in refused.stderr
+
+    learned_dir = tmp_path / "learned"
+    run_script("train.py", *train_args(train_dir, learned_dir, "--num-epochs", 1, "--max-length", 13), home=tmp_path)
+    refused = run_script("evaluate.py", "--checkpoint", learned_dir, "--data-dir", long_dir, home=tmp_path,
+                         check=False)
+    assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0
+    assert "more than the max_length of 13 (train.py --max-length)" in refused.stderr
