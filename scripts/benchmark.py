@@ -4,6 +4,7 @@
     python scripts/benchmark.py --compile     # also torch.compile rows
     python scripts/benchmark.py --parts training --sizes small --batch-sizes 32,256
     python scripts/benchmark.py --parts data-parallel      # train.py on 1 process against torchrun on 2
+    python scripts/benchmark.py --parts padding            # numbers of 1-10 digits: shuffled or grouped batches
 
 MFU counts 6 x parameters x tokens per training step against the matrix-product peak measured in the same run.
 """
@@ -29,7 +30,7 @@ from src.tokenizer import Tokenizer
 from src.trainer import TrainConfig
 
 log = logging.getLogger("benchmark")
-PARTS = ("training", "data", "time-to-accuracy", "evaluation", "data-parallel")
+PARTS = ("training", "data", "padding", "time-to-accuracy", "evaluation", "data-parallel")
 # The fastest configuration found for 2-digit addition on the 2-core CPU (README, Speed): the time-to-99% row.
 FASTEST_FORMAT = "padded-reversed"
 FASTEST_CONFIG = dict(model_size="tiny", batch_size=64, learning_rate=3e-3, warmup_steps=50, num_epochs=12,
@@ -57,6 +58,8 @@ def build_parser():
                         help="after timing, profile each row (torch.profiler) and show where its step time goes")
     parser.add_argument("--steps", type=int, default=5,
                         help="timed training steps per row and round (default: %(default)s)")
+    parser.add_argument("--padding-examples", type=int, default=20_000,
+                        help="problems of the padding part's dataset (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds over all rows, interleaved so that noise hits all alike (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
@@ -128,6 +131,19 @@ def measure_training(args, device, dataset, vocab_size):
             log.info(f"    {operator['share']:6.1%} {operator['ms_per_step']:8.2f} ms/step "
                      f"{operator['calls_per_step']:6.0f} calls/step  {operator['operator']}")
     return peaks, results
+
+
+def measure_padding(args, device):
+    """Training on numbers of 1-10 digits (reversed-all, the length-generalisation data), shuffled batches against
+    --group-by-length."""
+    config = DataConfig(num_examples=args.padding_examples, max_digits=10, format="reversed-all", test_only=True)
+    dataset = ArithmeticDataset(generate_splits(config)["test"], Tokenizer(), None).to(device)
+    results = bench.padding_cost(dataset, device, batch_size=128, rounds=args.rounds)
+    for name, row in results.items():
+        log.info(f"padding, {args.padding_examples} problems of 1-10 digits, tiny, batch 128, {name}: "
+                 f"{row['epoch_seconds']:.2f} s per epoch (median of {args.rounds}), {row['tokens_per_epoch']:,} "
+                 f"tokens computed for {row['answer_and_prompt_tokens']:,} tokens of data")
+    return results
 
 
 def measure_evaluation(args, device, run_dir, splits):
@@ -230,6 +246,9 @@ def main():
         results["data_generation"] = {"num_examples": args.generation_examples, "max_digits": 6, "seconds": seconds}
         log.info(f"scripts/generate_data.py --num-examples {args.generation_examples} --max-digits 6: {seconds:.1f} s "
                  f"wall time")
+
+    if "padding" in parts:
+        results["padding"] = measure_padding(args, device)
 
     if "time-to-accuracy" in parts:
         results["time_to_accuracy"] = []

@@ -35,6 +35,9 @@ def build_parser():
                        help="abacus: size of the digit-place table; evaluation reads numbers of up to this - 2 "
                             "digits, and training spreads the places of its numbers over all of it "
                             "(default: %(default)s)")
+    model.add_argument("--no-place-bias", action="store_true",
+                       help="abacus: no attention penalty for the distance between digit places (the digit-place "
+                            "vectors alone, as the Abacus paper; generalises far less, see README)")
 
     hyper = parser.add_argument_group("training hyperparameters")
     hyper.add_argument("--batch-size", type=int, default=defaults.batch_size,

@@ -96,18 +96,22 @@ class TrainingRow:
     """One configuration's model, optimizer and stream of real batches, stepped with `train_step` in rounds, so
     that rows can be timed interleaved (machine noise then hits every row alike)."""
 
-    def __init__(self, model_size, precision, batch_size, dataset, vocab_size, device, compile=False):
+    def __init__(self, model_size, precision, batch_size, dataset, vocab_size, device, compile=False,
+                 group_by_length=False):
         torch.manual_seed(0)
         self.model_size, self.precision, self.batch_size, self.compile = model_size, precision, batch_size, compile
         self.device = device
         self.config = TrainConfig(model_size=model_size, batch_size=batch_size, compile=compile)
         self.precision_config = select_precision(device, **PRECISION_FLAGS[precision])
-        self.model = Transformer(build_model_config(model_size, vocab_size, TrainConfig.max_length)).to(device)
+        max_length = max(TrainConfig.max_length, dataset.tokens.shape[1])
+        self.model = Transformer(build_model_config(model_size, vocab_size, max_length)).to(device)
         self.optimizer = build_optimizer(self.model, self.config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision_config.use_grad_scaler)
         self.step_model = compile_for_training(self.model) if compile else self.model
+        grouping = (dataset.lengths, batch_size) if group_by_length else ()
         self.batches = itertools.chain.from_iterable(
-            step_batches(dataset, epoch_order(len(dataset), 0, epoch), batch_size) for epoch in itertools.count())
+            step_batches(dataset, epoch_order(len(dataset), 0, epoch, *grouping), batch_size)
+            for epoch in itertools.count())
         self.step_seconds, self.loading_seconds, self.tokens = [], [], []
         self.first_step_seconds = None
 
@@ -152,6 +156,26 @@ class TrainingRow:
                 "mfu": 6 * num_parameters * tokens_per_second / peak_flops,
                 "data_loading_share": sum(self.loading_seconds) / sum(self.step_seconds),
                 "first_step_seconds": self.first_step_seconds}
+
+
+def padding_cost(dataset, device, batch_size, rounds):
+    """Seconds and tokens computed per epoch of `tiny` on `dataset`, with shuffled batches and with --group-by-length,
+    the two timed epoch by epoch in turn (median over rounds)."""
+    rows = {"shuffled": TrainingRow("tiny", "fp32", batch_size, dataset, 13, device),
+            "grouped by length": TrainingRow("tiny", "fp32", batch_size, dataset, 13, device, group_by_length=True)}
+    steps_per_epoch = -(-len(dataset) // batch_size)
+    for row in rows.values():
+        row.run(steps_per_epoch, timed=False)  # first-call costs, and the same number of epochs before each round
+    epochs = {name: [] for name in rows}
+    for _ in range(rounds):
+        for name, row in rows.items():
+            row.step_seconds.clear()
+            row.tokens.clear()
+            row.run(steps_per_epoch)
+            epochs[name].append((sum(row.step_seconds), sum(row.tokens)))
+    return {name: {"epoch_seconds": statistics.median(seconds for seconds, _ in runs), "tokens_per_epoch": runs[0][1],
+                   "answer_and_prompt_tokens": int((dataset.lengths - 1).sum())}
+            for name, runs in epochs.items()}
 
 
 def naive_answers(model, dataset, tokenizer, device):

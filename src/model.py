@@ -17,10 +17,11 @@ from src.tokenizer import DEFAULT_VOCAB
 POS_ENCODINGS = {
     "learned": "a learned vector per sequence position, as GPT-2 (the default); nothing past the max length",
     "rope": "rotary embeddings (RoPE) on queries and keys, by sequence position; no length limit",
-    "abacus": "a learned vector per digit place, counted within each number from its first digit (the least "
+    "abacus": "a fixed random vector per digit place, counted within each number from its first digit (the least "
               "significant in the reversed formats), with a random offset per training example so that places "
               "beyond the longest trained number are trained too (Abacus, McLeish et al. 2024; position "
-              "coupling, Cho et al. 2024); no other position signal",
+              "coupling, Cho et al. 2024), and an attention penalty growing with the distance between two digits' "
+              "places; no other position signal",
 }
 # Every vocabulary starts with DEFAULT_VOCAB (tokenizer.vocab_for), so digits and "=" have the same ids in all.
 DIGIT_IDS = len("0123456789")  # ids below this are digits
@@ -39,6 +40,7 @@ class ModelConfig:
     dropout: float = 0.0
     pos_encoding: str = "learned"  # one of POS_ENCODINGS
     digit_positions: int = 128  # abacus: size of the digit-place table, so numbers of up to this - 2 digits
+    place_bias: bool = True  # abacus: penalise attention between digits by the distance of their places
 
 
 # Shapes from the seed README's table; "tiny" is for tests and smoke runs.
@@ -63,6 +65,7 @@ class KVCache:
         self.keys = self.values = None  # allocated on first use, in the dtype the model computes in
         self.length = 0  # positions filled so far
         self.last_digit_place = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.places = torch.zeros(batch_size, self.shape[3], dtype=torch.long, device=device)  # of cached tokens
 
     def update(self, layer, keys, values):
         """Stores this layer's keys/values for the new positions; returns those of all positions so far."""
@@ -110,6 +113,23 @@ def random_place_offsets(places, table_size):
     return torch.where(places > 0, places + offsets[:, None], 0)
 
 
+def place_distance_bias(query_places, key_places, num_heads):
+    """Additive attention scores [batch, heads, queries, keys]: -slope x |place distance| between two digits, with
+    slopes 1, 1/2, 1/4... per head (ALiBi's penalty, over digit places instead of sequence positions); 0 where
+    either token is no digit, -inf for keys after the query (causal). The queries are the last of the keys.
+
+    Digits of distant places then cannot crowd out the digits of the query's own column in a number of any
+    length: without it, numbers a few digits longer than any trained one already failed (README, Length
+    generalisation)."""
+    num_queries, num_keys = query_places.shape[1], key_places.shape[1]
+    digits = (query_places[:, :, None] > 0) & (key_places[:, None, :] > 0)
+    distance = ((query_places[:, :, None] - key_places[:, None, :]).abs() * digits).float()
+    slopes = 0.5 ** torch.arange(num_heads, device=query_places.device, dtype=torch.float32)
+    future = torch.ones(num_queries, num_keys, dtype=torch.bool, device=query_places.device).triu(
+        num_keys - num_queries + 1)
+    return (-slopes[:, None, None] * distance[:, None]).masked_fill(future, float("-inf"))
+
+
 def rotary_angles(start, end, head_size, device):
     """(cos, sin), each [end - start, head_size / 2], of the rotations RoPE applies at these positions."""
     frequencies = ROPE_BASE ** (-torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
@@ -141,7 +161,9 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.dropout
 
-    def forward(self, x, cache=None, rotary=None):
+    def forward(self, x, cache=None, rotary=None, bias=None):
+        """`rotary`: RoPE's (cos, sin) for these positions; `bias`: additive attention scores that already hold the
+        causal mask (place_distance_bias)."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).split(hidden, dim=2)
         q, k, v = (t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2) for t in (q, k, v))
@@ -154,7 +176,8 @@ class CausalSelfAttention(nn.Module):
                 raise ValueError("a KV cache takes the prompt in one call and then one token per call")
             k, v = cache.update(self.layer_index, k, v)
         with attention_kernels(q):
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal,
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
+                                               is_causal=is_causal and bias is None,
                                                dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(batch, length, hidden))
 
@@ -172,8 +195,8 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cache=None, rotary=None):
-        x = x + self.dropout(self.attention(self.ln_attention(x), cache, rotary))
+    def forward(self, x, cache=None, rotary=None, bias=None):
+        x = x + self.dropout(self.attention(self.ln_attention(x), cache, rotary, bias))
         return x + self.dropout(self.mlp(self.ln_mlp(x)))
 
 
@@ -190,7 +213,10 @@ class Transformer(nn.Module):
         if config.pos_encoding == "learned":
             self.position_embedding = nn.Embedding(config.max_length, config.hidden_size)
         elif config.pos_encoding == "abacus":
-            self.digit_place_embedding = nn.Embedding(config.digit_positions, config.hidden_size)
+            # Fixed random codes, not trained: matching places then rests on one learned similarity that holds for
+            # every pair of places, and a learned table escaped the loss plateau half as fast (README, Length
+            # generalisation). A buffer, so it is saved with the weights.
+            self.register_buffer("digit_place_codes", 0.02 * torch.randn(config.digit_positions, config.hidden_size))
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, index) for index in range(config.num_layers))
         self.ln_final = nn.LayerNorm(config.hidden_size)
@@ -218,7 +244,8 @@ class Transformer(nn.Module):
         return self.config.max_length if self.config.pos_encoding == "learned" else None
 
     def embed(self, idx, start, cache):
-        """Token embeddings plus this encoding's position signal, and RoPE's angles (None for the others)."""
+        """Token embeddings plus this encoding's position signal; RoPE's angles and the abacus attention bias (each
+        None where it does not apply)."""
         x = self.token_embedding(idx)
         end = start + idx.shape[1]
         encoding = self.config.pos_encoding
@@ -226,27 +253,31 @@ class Transformer(nn.Module):
             if end > self.config.max_length:
                 raise ValueError(f"sequence of {end} tokens exceeds the model's max_length {self.config.max_length} "
                                  f"(set --max-length when training)")
-            return x + self.position_embedding(torch.arange(start, end, device=idx.device)), None
+            return x + self.position_embedding(torch.arange(start, end, device=idx.device)), None, None
         if encoding == "rope":
-            return x, rotary_angles(start, end, self.config.hidden_size // self.config.num_heads, idx.device)
+            return x, rotary_angles(start, end, self.config.hidden_size // self.config.num_heads, idx.device), None
         places = digit_places(idx, cache.last_digit_place if cache is not None else None)
+        key_places = places
         if cache is not None:
             cache.last_digit_place = places[:, -1]
-        if self.training:
+            cache.places[:, start:end] = places
+            key_places = cache.places[:, :end]
+        bias = place_distance_bias(places, key_places, self.config.num_heads) if self.config.place_bias else None
+        if self.training:  # distances within an example do not change with its offset
             places = random_place_offsets(places, self.config.digit_positions)
         elif int(places.max()) >= self.config.digit_positions:  # a host sync, in evaluation only
             raise ValueError(f"a number reaches digit place {int(places.max())}, beyond the model's "
                              f"{self.config.digit_positions - 1} (set --digit-positions when training)")
-        return x + self.digit_place_embedding(places), None
+        return x + self.digit_place_codes[places], None, bias
 
     def forward(self, idx, targets=None, cache=None):
         """idx: [batch, length] token ids, continuing what `cache` holds if one is given.
         Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None)."""
         start = cache.length if cache is not None else 0
-        x, rotary = self.embed(idx, start, cache)
+        x, rotary, bias = self.embed(idx, start, cache)
         x = self.dropout(x)
         for block in self.blocks:
-            x = block(x, cache, rotary)
+            x = block(x, cache, rotary, bias)
         if cache is not None:
             cache.length = start + idx.shape[1]
         logits = self.lm_head(self.ln_final(x))
@@ -257,8 +288,9 @@ class Transformer(nn.Module):
 
 
 def build_model_config(model_size, vocab_size, max_length, dropout=0.0, pos_encoding="learned",
-                       digit_positions=ModelConfig.digit_positions):
+                       digit_positions=ModelConfig.digit_positions, place_bias=ModelConfig.place_bias):
     if model_size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {model_size!r}; choose from {', '.join(MODEL_SIZES)}")
     return ModelConfig(vocab_size=vocab_size, max_length=max_length, dropout=dropout,
-                       pos_encoding=pos_encoding, digit_positions=digit_positions, **MODEL_SIZES[model_size])
+                       pos_encoding=pos_encoding, digit_positions=digit_positions, place_bias=place_bias,
+                       **MODEL_SIZES[model_size])

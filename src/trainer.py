@@ -44,6 +44,7 @@ class TrainConfig:
     dropout: float = 0.0
     pos_encoding: str = "learned"
     digit_positions: int = 128  # abacus only
+    no_place_bias: bool = False  # abacus only
     batch_size: int = 32  # per process
     gradient_accumulation_steps: int = 1
     eval_batch_size: int = 64
@@ -429,7 +430,7 @@ def train(config, explicit_flags=frozenset()):
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     model_config = build_model_config(config.model_size, len(tokenizer), config.max_length, config.dropout,
-                                      config.pos_encoding, config.digit_positions)
+                                      config.pos_encoding, config.digit_positions, not config.no_place_bias)
     model = Transformer(model_config).to(device)
     if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
         torch.manual_seed(config.seed * 1000 + ranks.rank)

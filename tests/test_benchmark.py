@@ -8,9 +8,10 @@ from tests.conftest import run_script
 
 def test_benchmark_writes_every_measured_row_and_the_target_checks(tmp_path):
     output_file = tmp_path / "benchmark.json"
-    result = run_script("benchmark.py", "--parts", "training,data", "--sizes", "tiny", "--precisions", "fp32,bf16",
-                        "--batch-sizes", "8,16", "--steps", 2, "--rounds", 2, "--warmup", 1,
-                        "--generation-examples", 3000, "--device", "cpu", "--output-file", output_file, home=tmp_path)
+    result = run_script("benchmark.py", "--parts", "training,data,padding", "--sizes", "tiny", "--precisions",
+                        "fp32,bf16", "--batch-sizes", "8,16", "--steps", 2, "--rounds", 2, "--warmup", 1,
+                        "--generation-examples", 3000, "--padding-examples", 1000, "--device", "cpu",
+                        "--output-file", output_file, home=tmp_path)
     results = json.loads(output_file.read_text())
     assert set(results["matmul_peak_flops"]) == {"fp32", "bf16"}
     rows = results["training"]
@@ -21,6 +22,11 @@ def test_benchmark_writes_every_measured_row_and_the_target_checks(tmp_path):
         assert 0 < row["data_loading_share"] < 1
     assert results["data_generation"]["num_examples"] == 3000
     assert any("generating 3,000 problems" in check["target"] for check in results["targets"])
+    padding = results["padding"]  # the same data either way: grouping computes fewer padding tokens
+    shuffled, grouped = padding["shuffled"], padding["grouped by length"]
+    assert shuffled["answer_and_prompt_tokens"] == grouped["answer_and_prompt_tokens"]
+    assert grouped["answer_and_prompt_tokens"] <= grouped["tokens_per_epoch"] < shuffled["tokens_per_epoch"]
+    assert shuffled["epoch_seconds"] > 0 and grouped["epoch_seconds"] > 0
     assert "results written to" in result.stderr
 
 
