@@ -86,7 +86,8 @@ def main():
     results = evaluate(model, dataset, tokenizer, args.batch_size, device, precision,
                        num_mistakes=args.num_mistakes)
     if not args.no_edge_cases:
-        edge_sets = edge_case_datasets(dataset, tokenizer, model.max_tokens)
+        edge_sets = edge_case_datasets(dataset, tokenizer, model.max_tokens,
+                                       model.config.digit_positions if model.config.pos_encoding == "abacus" else None)
         results["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, args.batch_size, device, precision,
                                                     num_mistakes=args.num_mistakes)
     results.update(checkpoint=model_path, data_path=data_path, pos_encoding=model.config.pos_encoding,

@@ -9,10 +9,12 @@
 import argparse
 import json
 import logging
+import os
 import time
 
 from src.cli import run_main
 from src.data import SAMPLINGS, DataConfig, generate_splits, split_path, summarize, write_splits
+from src.errors import ConfigError
 from src.logging_setup import setup_logging
 from src.problems import FORMATS
 
@@ -63,6 +65,11 @@ def main():
                         test_fraction=args.test_fraction, seed=args.seed, format=args.format,
                         operations=args.operations, max_operands=args.max_operands, sampling=args.sampling,
                         test_only=args.test_only)
+    stale = [split_path(args.output_dir, split) for split in ("train", "val")
+             if config.test_only and os.path.exists(split_path(args.output_dir, split))]
+    if stale:  # a test-only file beside another dataset's training split could be trained on by mistake
+        raise ConfigError(f"--test-only: {args.output_dir} already holds {' and '.join(stale)}; write the test file "
+                          f"to a directory of its own")
     start = time.perf_counter()
     splits = generate_splits(config, log)
     write_splits(args.output_dir, splits, config)

@@ -32,9 +32,9 @@ def build_parser():
                        help="; ".join(f"{name}: {text}" for name, text in POS_ENCODINGS.items()) +
                             " (default: %(default)s)")
     model.add_argument("--digit-positions", type=int, default=defaults.digit_positions,
-                       help="abacus: size of the digit-place table; evaluation reads numbers of up to this - 2 "
-                            "digits, and training spreads the places of its numbers over all of it "
-                            "(default: %(default)s)")
+                       help="abacus: size of the digit-place table; training spreads the places of its numbers "
+                            "over all of it, and evaluation reads additions of up to this - 3 digits (the answer "
+                            "has a digit more, and the = takes place 1) (default: %(default)s)")
     model.add_argument("--no-place-bias", action="store_true",
                        help="abacus: no attention penalty for the distance between digit places (the digit-place "
                             "vectors alone, as the Abacus paper; generalises far less, see README)")

@@ -7,8 +7,10 @@ apart from the held-out split (they may overlap the training data: they test cov
 import itertools
 
 import numpy as np
+import torch
 
 from src.data import INT64_MAX, ArithmeticDataset, carry_pattern_pair
+from src.model import digit_places
 from src.problems import OPERATIONS, Problem, smallest_with_digits
 
 EDGE_CASE_SEED = 0
@@ -33,25 +35,27 @@ def random_with_digits(num_digits, rng):
 ALL_PAIRS_UP_TO = 12
 
 
-def length_pairs(min_digits, max_digits):
+def length_pairs(min_digits, max_digits, same_length=False):
     lengths = range(min_digits, max_digits + 1)
+    if same_length:
+        return [(n, n) for n in lengths]
     if len(lengths) <= ALL_PAIRS_UP_TO:
         return list(itertools.product(lengths, repeat=2))
     return list(dict.fromkeys([(n, n) for n in lengths] + [(n, min_digits) for n in lengths] +
                               [(min_digits, n) for n in lengths]))
 
 
-def edge_cases(operators, max_digits, max_operands, min_digits=1):
+def edge_cases(operators, max_digits, max_operands, min_digits=1, same_length=False):
     """{kind: [Problem]} for every operation and pair of operand lengths from min_digits to max_digits (see
-    length_pairs; and, with more operands, all-9 and zero operands of max_digits digits). Zero operands only where
-    1-digit operands belong to the data."""
+    length_pairs; equal lengths only for same-length data; and, with more operands, all-9 and zero operands of
+    max_digits digits). Zero operands only where 1-digit operands belong to the data, and not in same-length data."""
     rng = np.random.default_rng(EDGE_CASE_SEED)
     cases = {"all nines": [], "carry through every digit": [], "zero operand": [], "zero result": []}
-    with_zeros = min_digits == 1
+    with_zeros = min_digits == 1 and not same_length
     for operator in operators:
         if with_zeros:
             cases["zero operand"].append(Problem(operator, (0, 0)))
-        for la, lb in length_pairs(min_digits, max_digits):
+        for la, lb in length_pairs(min_digits, max_digits, same_length):
             cases["all nines"].append(Problem(operator, (nines(la), nines(lb))))
             if with_zeros:
                 cases["zero operand"] += [Problem(operator, (0, random_with_digits(lb, rng))),
@@ -86,32 +90,42 @@ def full_chains(operator, longer, shorter, rng):
     return problems
 
 
-def edge_case_datasets(dataset, tokenizer, max_length):
+def edge_case_datasets(dataset, tokenizer, max_length, digit_positions=None):
     """{kind: ArithmeticDataset} of the edge cases for the operations, lengths and operand counts `dataset` was
     generated with (its metadata; for a hand-written file, what its problems use), rendered in its format; cases
-    longer than `max_length` (the model's limit, None for none) are left out."""
-    operators, min_digits, max_digits, max_operands = generated_ranges(dataset)
+    the model cannot read are left out: longer than `max_length` (None for no limit), or with a digit place beyond
+    an abacus model's `digit_positions` (all-9 operands reach the longest answer, which sampled data may not)."""
+    operators, min_digits, max_digits, max_operands, same_length = generated_ranges(dataset)
     datasets = {}
-    for kind, problems in edge_cases(operators, max_digits, max_operands, min_digits).items():
+    for kind, problems in edge_cases(operators, max_digits, max_operands, min_digits, same_length).items():
         texts = [problem.render(dataset.format, dataset.operand_width) for problem in problems]
-        texts = [text for text in texts if max_length is None or len(tokenizer.encode(text)) <= max_length]
+        texts = [text for text in texts if fits(tokenizer.encode(text), max_length, digit_positions)]
         if texts:
             datasets[kind] = ArithmeticDataset(texts, tokenizer, max_length, source=f"edge cases ({kind})",
                                                data_format=dataset.format)
     return datasets
 
 
+def fits(ids, max_length, digit_positions):
+    if max_length is not None and len(ids) > max_length:
+        return False
+    return digit_positions is None or int(digit_places(torch.tensor([ids])).max()) < digit_positions
+
+
 def generated_ranges(dataset):
-    """(operators, min digits, max digits, max operands) of the data: from the metadata written at generation, so
-    that val, test and any split share one set of edge cases; else from the problems themselves."""
+    """(operators, min digits, max digits, max operands, whether operands are all of one length) of the data: from
+    the metadata written at generation, so that val, test and any split share one set of edge cases; else from the
+    problems themselves."""
     metadata = dataset.metadata
     operations = metadata.get("operations")  # a list in files from before --operations, a string since
     if isinstance(operations, str):
         operations = operations.split(",")
     if isinstance(operations, list) and isinstance(metadata.get("max_digits"), int):
         return (sorted(set(operations) & OPERATIONS.keys()), metadata.get("min_digits", 1),
-                dataset.operand_width or metadata["max_digits"], metadata.get("max_operands", 2))
+                dataset.operand_width or metadata["max_digits"], metadata.get("max_operands", 2),
+                metadata.get("sampling") == "same-length")
     return (sorted({problem.operator for problem in dataset.problems}),
             min(min(problem.operand_digits) for problem in dataset.problems),
             dataset.operand_width or max(max(problem.operand_digits) for problem in dataset.problems),
-            max(len(problem.operands) for problem in dataset.problems))
+            max(len(problem.operands) for problem in dataset.problems),
+            all(len(set(problem.operand_digits)) == 1 for problem in dataset.problems))

@@ -34,20 +34,26 @@ def teacher_forced_counts(model, dataset, batch_size, device, precision):
 @torch.no_grad()
 def generate_answers(model, dataset, tokenizer, batch_size, device, precision):
     """Greedy answers for every problem; prompts are grouped by length so a batch needs no padding. Each answer
-    may run as many tokens as the expected one with its end token: a longer one is wrong whatever follows."""
+    may run as many tokens as the expected one with its end token: a longer one is wrong whatever follows. Not so a
+    scratchpad, whose steps may differ in length before a right final answer: it may run to the model's max_length
+    (or, without a limit, to twice the longest expected answer)."""
     answers = [None] * len(dataset)
     by_prompt_length = defaultdict(list)
     for index, length in enumerate(dataset.prompt_lengths.tolist()):
         by_prompt_length[length].append(index)
     answer_tokens = (dataset.lengths - dataset.prompt_lengths).tolist()  # with the end token
+    scratchpad = dataset.format == "scratchpad"
     for prompt_length, indices in by_prompt_length.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             prompts = dataset.tokens[chunk, :prompt_length].to(device)
+            budget = max(answer_tokens[i] for i in chunk)
+            if scratchpad:
+                budget = (model.max_tokens - prompt_length) if model.max_tokens else 2 * budget
             with autocast(device, precision):
-                generated = greedy_generate(model, prompts, max(answer_tokens[i] for i in chunk), tokenizer.end_id)
+                generated = greedy_generate(model, prompts, budget, tokenizer.end_id)
             for index, ids in zip(chunk, generated):
-                answers[index] = tokenizer.decode(ids[:answer_tokens[index]])
+                answers[index] = tokenizer.decode(ids if scratchpad else ids[:answer_tokens[index]])
     return answers
 
 
@@ -181,14 +187,11 @@ def scalar_metrics(results, prefix):
 
 
 def length_table(by_length, per_line=10):
-    """Exact match (%) by length, as text lines of `per_line` lengths: ['exact match by length 1-10: 100.0 ...']."""
+    """Exact match (%) by length, as text lines of `per_line` lengths: ['exact match (%) by length 1:100.0 ...']."""
     items = list(by_length.items())
-    lines = []
-    for start in range(0, len(items), per_line):
-        chunk = items[start:start + per_line]
-        lines.append(f"exact match (%) by length {chunk[0][0]}-{chunk[-1][0]}: " +
-                     " ".join(f"{100 * cell['exact_match']:.1f}" for _, cell in chunk))
-    return lines
+    return ["exact match (%) by length " + " ".join(f"{length}:{100 * cell['exact_match']:.1f}"
+                                                     for length, cell in items[start:start + per_line])
+            for start in range(0, len(items), per_line)]
 
 
 def length_bands(by_length, band):

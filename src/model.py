@@ -26,6 +26,7 @@ POS_ENCODINGS = {
 # Every vocabulary starts with DEFAULT_VOCAB (tokenizer.vocab_for), so digits and "=" have the same ids in all.
 DIGIT_IDS = len("0123456789")  # ids below this are digits
 EQUALS_ID = DEFAULT_VOCAB.index("=")
+MINUS_ID = len(DEFAULT_VOCAB)  # "-" is the first extra token of every vocabulary that has it
 ROPE_BASE = 10_000.0
 
 
@@ -39,7 +40,7 @@ class ModelConfig:
     ffn_size: int = 512
     dropout: float = 0.0
     pos_encoding: str = "learned"  # one of POS_ENCODINGS
-    digit_positions: int = 128  # abacus: size of the digit-place table, so numbers of up to this - 2 digits
+    digit_positions: int = 128  # abacus: places 0..this - 1: an addition of two numbers of this - 3 digits
     place_bias: bool = True  # abacus: penalise attention between digits by the distance of their places
 
 
@@ -54,7 +55,7 @@ MODEL_SIZES = {
 
 class KVCache:
     """Keys and values of every layer for one batch being decoded: fixed-size buffers of `max_tokens` positions,
-    filled from position 0, and the digit place of the last token (for the abacus encoding).
+    filled from position 0, and for the abacus encoding the digit places of the tokens so far and the last token.
 
     The prompt is written in one call (causal attention within it), then one token per call."""
 
@@ -65,6 +66,7 @@ class KVCache:
         self.keys = self.values = None  # allocated on first use, in the dtype the model computes in
         self.length = 0  # positions filled so far
         self.last_digit_place = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.last_token = torch.full((batch_size,), -1, device=device)
         self.places = torch.zeros(batch_size, self.shape[3], dtype=torch.long, device=device)  # of cached tokens
 
     def update(self, layer, keys, values):
@@ -80,23 +82,29 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
-def digit_places(idx, last_place=None):
+def digit_places(idx, last_place=None, last_token=None):
     """The abacus index of each token: 1, 2, 3... along the digits of each number, 0 for operators and the like.
 
     idx: [batch, length] token ids. The "=" starts the answer's count at 1, so that the token predicting the
-    answer's k-th digit has place k, the place of the operand digits it needs (coupled positions). In the reversed
-    formats place 1 is the least significant digit of every number. `last_place` [batch]: the place of the token
+    answer's k-th digit has place k, the place of the operand digits it needs (coupled positions); a negative
+    answer's sign shares the place of the "=" for the same reason. In the operand-reversed formats place 1 is the
+    least significant digit of every number. `last_place`, `last_token` [batch]: the place and id of the token
     before idx[:, 0] (incremental decoding); none means idx starts the sequence."""
     batch, length = idx.shape
     steps = torch.arange(length, device=idx.device)
     last_place = torch.zeros(batch, dtype=torch.long, device=idx.device) if last_place is None else last_place
+    last_token = torch.full((batch,), -1, device=idx.device) if last_token is None else last_token
     is_equals = idx == EQUALS_ID
-    counted = (idx < DIGIT_IDS) | is_equals
+    is_sign = (idx == MINUS_ID) & (torch.cat([last_token[:, None], idx[:, :-1]], dim=1) == EQUALS_ID)
+    counted = (idx < DIGIT_IDS) | is_equals | is_sign
     after_counted = torch.cat([last_place[:, None] > 0, counted[:, :-1]], dim=1)
     starts = is_equals | (counted & ~after_counted)
     last_start = torch.cummax(torch.where(starts, steps, -1), dim=1).values
+    advancing = (counted & ~is_sign).long()  # the tokens that move the count on
+    advanced = advancing.cumsum(dim=1)
+    before_start = torch.gather(advanced - advancing, 1, last_start.clamp(min=0))
     # A count that began before this chunk continues from last_place
-    places = torch.where(last_start >= 0, steps - last_start + 1, last_place[:, None] + steps + 1)
+    places = torch.where(last_start >= 0, advanced - before_start, last_place[:, None] + advanced)
     return torch.where(counted, places, 0)
 
 
@@ -116,7 +124,8 @@ def random_place_offsets(places, table_size):
 def place_distance_bias(query_places, key_places, num_heads):
     """Additive attention scores [batch, heads, queries, keys]: -slope x |place distance| between two digits, with
     slopes 1, 1/2, 1/4... per head (ALiBi's penalty, over digit places instead of sequence positions); 0 where
-    either token is no digit, -inf for keys after the query (causal). The queries are the last of the keys.
+    either token has no place (operators; "=" and a sign have one), -inf for keys after the query (causal). The
+    queries are the last of the keys.
 
     Digits of distant places then cannot crowd out the digits of the query's own column in a number of any
     length: without it, numbers a few digits longer than any trained one already failed (README, Length
@@ -256,10 +265,10 @@ class Transformer(nn.Module):
             return x + self.position_embedding(torch.arange(start, end, device=idx.device)), None, None
         if encoding == "rope":
             return x, rotary_angles(start, end, self.config.hidden_size // self.config.num_heads, idx.device), None
-        places = digit_places(idx, cache.last_digit_place if cache is not None else None)
+        places = digit_places(idx, *((cache.last_digit_place, cache.last_token) if cache is not None else ()))
         key_places = places
         if cache is not None:
-            cache.last_digit_place = places[:, -1]
+            cache.last_digit_place, cache.last_token = places[:, -1], idx[:, -1]
             cache.places[:, start:end] = places
             key_places = cache.places[:, :end]
         bias = place_distance_bias(places, key_places, self.config.num_heads) if self.config.place_bias else None

@@ -23,7 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import checkpoint as ckpt
 from src.data import SPLITS, DataConfig, generate_splits, load_splits, split_path, write_splits
 from src.edge_cases import edge_case_datasets
-from src.errors import ConfigError, DataError, TrainingDiverged
+from src.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from src.evaluation import evaluate, evaluate_edge_cases, log_report, scalar_metrics
 from src.files import write_json
 from src.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
@@ -421,7 +421,8 @@ def train(config, explicit_flags=frozenset()):
         dataset.to(device)
     data_format = datasets["train"].format
     check_digit_places(datasets, config)
-    edge_sets = edge_case_datasets(datasets["val"], tokenizer, config.max_length)
+    edge_sets = edge_case_datasets(datasets["val"], tokenizer, config.max_length,
+                                   config.digit_positions if config.pos_encoding == "abacus" else None)
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
 
@@ -453,7 +454,11 @@ def train(config, explicit_flags=frozenset()):
         if checkpoint["precision"] != precision.description:
             log.warning(f"{checkpoint_source} was trained with {checkpoint['precision']} and resumes with "
                         f"{precision.description}: it continues, but will not match an uninterrupted run exactly")
-        model.load_state_dict(checkpoint["model"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError as error:  # weights of another shape or encoding under the same config
+            raise CheckpointError(f"{checkpoint_source}: its weights do not fit the model "
+                                  f"({str(error).splitlines()[0]}); use a new --output-dir") from None
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:  # loading restores the saved flags too; older checkpoints lack fused
             group["fused"] = optimizer.defaults["fused"]
@@ -492,7 +497,9 @@ def train(config, explicit_flags=frozenset()):
     # The compiled model trains; the raw one (same parameters) is evaluated and saved, as nanoGPT/nanochat do.
     step_model = compile_for_training(model) if config.compile else model
     if ranks.distributed:
-        step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None)
+        # No buffer changes in training (the abacus codes are constant): nothing to broadcast before each step
+        step_model = DistributedDataParallel(step_model, device_ids=[device.index] if device.type == "cuda" else None,
+                                             broadcast_buffers=False)
     log.info(f"model {config.model_size}: {model.num_parameters():,} parameters | {config.num_epochs} epochs x "
              f"{steps_per_epoch} steps of global batch {examples_per_step} ({config.batch_size} per process x "
              f"{ranks.world_size} processes x {config.gradient_accumulation_steps} accumulation steps) = "

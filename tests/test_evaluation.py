@@ -22,6 +22,7 @@ class TableModel(torch.nn.Module):
         super().__init__()
         self.tokenizer, self.answers = tokenizer, answers
         self.config = ModelConfig(vocab_size=len(tokenizer), max_length=max_length)
+        self.max_tokens = max_length
 
     def forward(self, idx, targets=None, cache=None):
         if cache is None:
@@ -142,7 +143,18 @@ def test_exact_match_by_length_bands_and_plot(tmp_path):
     by_length = {str(n): {"exact_match": 1.0 if n <= 12 else 0.5, "count": 10 if n <= 12 else 30}
                  for n in range(9, 23)}
     assert length_bands(by_length, 10) == {"1-10": 1.0, "11-20": (20 + 0.5 * 240) / 260, "21-30": 0.5}
-    assert length_table(by_length, per_line=10)[1] == "exact match (%) by length 19-22: 50.0 50.0 50.0 50.0"
+    assert length_table(by_length, per_line=10)[1] == "exact match (%) by length 19:50.0 20:50.0 21:50.0 22:50.0"
     path = tmp_path / "lengths.png"
     save_length_plot({"abacus": by_length, "learned": by_length}, path, "test", trained_lengths=(1, 10))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_edge_cases_keep_to_same_length_data_and_to_an_abacus_models_places():
+    same = edge_cases(["+"], max_digits=5, max_operands=2, min_digits=2, same_length=True)
+    assert {problem.operand_digits[0] == problem.operand_digits[1] for kind in same.values() for problem in kind} \
+        == {True}
+    examples = [Problem("+", (12345, 54321)).render("reversed-all"), Problem("+", (7, 8)).render("reversed-all")]
+    dataset = ArithmeticDataset(examples, Tokenizer(), None, data_format="reversed-all")
+    readable = edge_case_datasets(dataset, Tokenizer(), None, digit_positions=7)  # 5+5 digits reach place 7
+    assert "99999+99999=899991<end>" not in readable["all nines"].examples
+    assert "9999+9999=89991<end>" in readable["all nines"].examples  # place 6: fits

@@ -91,21 +91,23 @@ def places_of(text):
     # numbers of different lengths, more operands, another operator
     ("1234567890123+7=", [*range(1, 14), 0, 1, 1]),
     ("12*345*6=", [1, 2, 0, 1, 2, 3, 0, 1, 1]),
+    # a negative answer's sign shares the place of "=", so its digits keep their columns; "-" as operator is 0
+    ("21-34=-31<end>", [1, 2, 0, 1, 2, 1, 1, 2, 3, 0]),
 ])
 def test_digit_places_count_each_number_from_its_first_digit(text, expected):
     assert places_of(text) == expected
 
 
 def test_digit_places_continue_across_decoding_steps():
-    tokenizer = Tokenizer()
-    ids = torch.tensor([tokenizer.encode("4321+99=3341<end>"), tokenizer.encode("1+2=3<end>" + "<end>" * 7)])
+    tokenizer = Tokenizer(DEFAULT_VOCAB + ["-"])
+    ids = torch.tensor([tokenizer.encode("4321+99=3341<end>"), tokenizer.encode("1+2=3<end>" + "<end>" * 7),
+                        tokenizer.encode("21-34=-31<end>" + "<end>" * 3)])
     whole = digit_places(ids)
-    pieces, last = [digit_places(ids[:, :5])], None
-    last = pieces[0][:, -1]
-    for step in range(5, ids.shape[1]):
-        pieces.append(digit_places(ids[:, step:step + 1], last))
-        last = pieces[-1][:, -1]
-    assert torch.equal(torch.cat(pieces, dim=1), whole)
+    for prompt_length in (5, 6):  # the sign as the first decoded token, after a prompt that ends with "="
+        pieces = [digit_places(ids[:, :prompt_length])]
+        for step in range(prompt_length, ids.shape[1]):
+            pieces.append(digit_places(ids[:, step:step + 1], pieces[-1][:, -1], ids[:, step - 1]))
+        assert torch.equal(torch.cat(pieces, dim=1), whole)
 
 
 def test_training_offsets_shift_every_digit_of_an_example_alike_and_stay_in_the_table():

@@ -187,13 +187,15 @@ def test_length_generalisation_end_to_end(tmp_path):
     run_script("generate_data.py", "--test-only", "--num-examples", 100, "--min-digits", 4, "--max-digits", 8,
                "--sampling", "same-length", "--format", "reversed-all", "--output-dir", long_dir, home=tmp_path)
     assert sorted(path.name for path in long_dir.iterdir()) == ["test.json"]
+    beside = run_script("generate_data.py", "--test-only", "--output-dir", train_dir, home=tmp_path, check=False)
+    assert beside.returncode == 1 and "--test-only: " in beside.stderr and "train.json" in beside.stderr
     run_script("train.py", *train_args(train_dir, output_dir, "--num-epochs", 1, "--max-length", 13,
                                        "--pos-encoding", "abacus", "--digit-positions", 16, "--group-by-length"),
                home=tmp_path)
     assert json.loads((output_dir / "training_config.json").read_text())["model_config"]["pos_encoding"] == "abacus"
 
     evaluated = run_script("evaluate.py", "--checkpoint", output_dir, "--data-dir", long_dir, home=tmp_path)
-    assert "exact match (%) by length 4-8:" in evaluated.stderr
+    assert "exact match (%) by length 4:" in evaluated.stderr and " 8:" in evaluated.stderr
     results = json.loads((output_dir / "eval_test.json").read_text())
     assert list(results["exact_match_by_length"]) == ["4", "5", "6", "7", "8"]
     assert all(cell["count"] == 20 for cell in results["exact_match_by_length"].values())
