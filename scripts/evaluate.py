@@ -74,10 +74,10 @@ def main():
         raise ConfigError(f"{data_path}: its operands are padded to {dataset.operand_width} digits, but {model_path} "
                           f"learned {checkpoint.get('operand_width')}; generate the data with --max-digits "
                           f"{checkpoint.get('operand_width')}")
-    longest_place = longest_digit_place(dataset.tokens) if model.config.pos_encoding == "abacus" else 0
-    if longest_place >= model.config.digit_positions:
+    longest_place = longest_digit_place(dataset.tokens) if model.digit_place_limit else 0
+    if model.digit_place_limit and longest_place >= model.digit_place_limit:
         raise ConfigError(f"{data_path}: its numbers reach digit place {longest_place}, and "
-                          f"{model_path} has places up to {model.config.digit_positions - 1}; train with a larger "
+                          f"{model_path} has places up to {model.digit_place_limit - 1}; train with a larger "
                           f"--digit-positions to read numbers this long")
     log.info(f"evaluating {model_path} (step {checkpoint.get('step', '?')}, {model.num_parameters():,} parameters) "
              f"on {data_path} ({len(dataset)} problems, device {device})")
@@ -86,8 +86,7 @@ def main():
     results = evaluate(model, dataset, tokenizer, args.batch_size, device, precision,
                        num_mistakes=args.num_mistakes)
     if not args.no_edge_cases:
-        edge_sets = edge_case_datasets(dataset, tokenizer, model.max_tokens,
-                                       model.config.digit_positions if model.config.pos_encoding == "abacus" else None)
+        edge_sets = edge_case_datasets(dataset, tokenizer, model.max_tokens, model.digit_place_limit)
         results["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, args.batch_size, device, precision,
                                                     num_mistakes=args.num_mistakes)
     results.update(checkpoint=model_path, data_path=data_path, pos_encoding=model.config.pos_encoding,

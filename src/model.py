@@ -18,7 +18,7 @@ POS_ENCODINGS = {
     "learned": "a learned vector per sequence position, as GPT-2 (the default); nothing past the max length",
     "rope": "rotary embeddings (RoPE) on queries and keys, by sequence position; no length limit",
     "abacus": "a fixed random vector per digit place, counted within each number from its first digit (the least "
-              "significant in the reversed formats), with a random offset per training example so that places "
+              "significant in the operand-reversed formats), with a random offset per training example so that places "
               "beyond the longest trained number are trained too (Abacus, McLeish et al. 2024; position "
               "coupling, Cho et al. 2024), and an attention penalty growing with the distance between two digits' "
               "places; no other position signal",
@@ -222,9 +222,8 @@ class Transformer(nn.Module):
         if config.pos_encoding == "learned":
             self.position_embedding = nn.Embedding(config.max_length, config.hidden_size)
         elif config.pos_encoding == "abacus":
-            # Fixed random codes, not trained: matching places then rests on one learned similarity that holds for
-            # every pair of places, and a learned table escaped the loss plateau half as fast (README, Length
-            # generalisation). A buffer, so it is saved with the weights.
+            # Fixed random codes, not trained: a learned table left the loss plateau later and less reliably, and
+            # its first places were the least trained (DESIGN.md, Model). A buffer, so it is saved with the weights.
             self.register_buffer("digit_place_codes", 0.02 * torch.randn(config.digit_positions, config.hidden_size))
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, index) for index in range(config.num_layers))
@@ -252,6 +251,11 @@ class Transformer(nn.Module):
         """The longest sequence this model can read: its learned position table, else no limit (None)."""
         return self.config.max_length if self.config.pos_encoding == "learned" else None
 
+    @property
+    def digit_place_limit(self):
+        """The places an abacus model has codes for (a digit place must stay below it), None for the others."""
+        return self.config.digit_positions if self.config.pos_encoding == "abacus" else None
+
     def embed(self, idx, start, cache):
         """Token embeddings plus this encoding's position signal; RoPE's angles and the abacus attention bias (each
         None where it does not apply)."""
@@ -274,7 +278,7 @@ class Transformer(nn.Module):
         bias = place_distance_bias(places, key_places, self.config.num_heads) if self.config.place_bias else None
         if self.training:  # distances within an example do not change with its offset
             places = random_place_offsets(places, self.config.digit_positions)
-        elif int(places.max()) >= self.config.digit_positions:  # a host sync, in evaluation only
+        elif int(places.max()) >= self.digit_place_limit:  # a host sync, in evaluation only
             raise ValueError(f"a number reaches digit place {int(places.max())}, beyond the model's "
                              f"{self.config.digit_positions - 1} (set --digit-positions when training)")
         return x + self.digit_place_codes[places], None, bias

@@ -1,4 +1,5 @@
-"""Heatmaps of exact match over (digits of a, digits of b), one panel per operation, as PNG files."""
+"""Plots of exact match as PNG files: heatmaps over (digits of a, digits of b), one panel per operation, and lines
+of exact match versus length, one per run."""
 
 from matplotlib.figure import Figure  # a Figure without pyplot: no global backend or state, files only
 

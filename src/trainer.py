@@ -85,6 +85,8 @@ class TrainConfig:
                             "--warmup-steps not negative")
         if self.pos_encoding not in POS_ENCODINGS:
             problems.append(f"--pos-encoding must be one of {', '.join(POS_ENCODINGS)}, got {self.pos_encoding!r}")
+        if self.no_place_bias and self.pos_encoding != "abacus":
+            problems.append("--no-place-bias applies to --pos-encoding abacus only")
         if self.digit_positions < 2:
             problems.append(f"--digit-positions must be at least 2, got {self.digit_positions}")
         if self.fp16 and self.bf16:
@@ -421,8 +423,6 @@ def train(config, explicit_flags=frozenset()):
         dataset.to(device)
     data_format = datasets["train"].format
     check_digit_places(datasets, config)
-    edge_sets = edge_case_datasets(datasets["val"], tokenizer, config.max_length,
-                                   config.digit_positions if config.pos_encoding == "abacus" else None)
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
 
@@ -433,6 +433,7 @@ def train(config, explicit_flags=frozenset()):
     model_config = build_model_config(config.model_size, len(tokenizer), config.max_length, config.dropout,
                                       config.pos_encoding, config.digit_positions, not config.no_place_bias)
     model = Transformer(model_config).to(device)
+    edge_sets = edge_case_datasets(datasets["val"], tokenizer, config.max_length, model.digit_place_limit)
     if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
         torch.manual_seed(config.seed * 1000 + ranks.rank)
     optimizer = build_optimizer(model, config, device)
