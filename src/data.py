@@ -21,8 +21,8 @@ from tqdm import tqdm
 from src.errors import ConfigError, DataError
 from src.files import atomic_open
 from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key,
-                          is_padded, num_carries, operand_count_for_digits, parse_prompt, prompt_operator,
-                          smallest_with_digits, split_example)
+                          is_padded, is_scratchpad, num_carries, operand_count_for_digits, parse_prompt,
+                          prompt_operator, smallest_with_digits, split_example)
 from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
@@ -81,7 +81,7 @@ class DataConfig:
         if self.sampling == "carry-balanced" and (self.max_operands > 2 or "*" in operators):
             raise ConfigError("--sampling carry-balanced counts the carries of + and the borrows of - with two "
                               "operands; drop * from --operations and use --max-operands 2")
-        if self.format == "scratchpad":
+        if is_scratchpad(self.format):
             for operator in operators:
                 limit = SCRATCHPAD_LIMITS[operator]
                 if limit is not None and self.max_operands > limit:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from src.data import IGNORE_INDEX
 from src.distributed import all_gather_objects
 from src.generation import greedy_generate
-from src.problems import cell_sort_key, final_answer, num_carries, written_steps
+from src.problems import cell_sort_key, final_answer, is_scratchpad, num_carries, written_steps
 from src.runtime import autocast
 
 
@@ -42,7 +42,7 @@ def generate_answers(model, dataset, tokenizer, batch_size, device, precision):
     for index, length in enumerate(dataset.prompt_lengths.tolist()):
         by_prompt_length[length].append(index)
     answer_tokens = (dataset.lengths - dataset.prompt_lengths).tolist()  # with the end token
-    scratchpad = dataset.format == "scratchpad"
+    scratchpad = is_scratchpad(dataset.format)
     for prompt_length, indices in by_prompt_length.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]

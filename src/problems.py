@@ -20,6 +20,11 @@ FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
     "aligned-reversed-all": "21+70=910 (operands and answer reversed, each problem's operands zero-padded to its "
                             "longest, the answer to the width its sum can reach: complete columns at any length)",
     "scratchpad": "12+7=<think>2+7=9 1=1</think>19 (digit-by-digit steps, then the plain answer)",
+    "scratchpad-pairwise": "58+67=<think>8+7=15 5+6=11+1=12</think>125 (the same, each column a chain of two-term "
+                           "sums, the carry added last: the steps need 119 facts where whole columns need 210)",
+    "padded-scratchpad": "12+07=<think>2+7=9 1+0=1</think>019 (operands and answer padded to --max-digits, a step for "
+                         "every column: every problem has the same shape)",
+    "padded-scratchpad-pairwise": "58+07=<think>8+7=15 5+0=5+1=6</think>065 (both)",
 }
 # Scratchpad steps are defined for these (operation: most operands)
 SCRATCHPAD_LIMITS = {"+": None, "-": 2, "*": 2}
@@ -33,6 +38,10 @@ def is_padded(data_format):
 def is_aligned(data_format):
     """Operands padded to the longest of their own problem, so the format has no fixed width."""
     return data_format.startswith("aligned")
+
+
+def is_scratchpad(data_format):
+    return "scratchpad" in data_format
 
 
 def answer_reversed(data_format):
@@ -84,8 +93,10 @@ class Problem:
         if answer_reversed(data_format):
             digits = digits[::-1]
         answer = ("-" if result < 0 else "") + digits
-        if data_format == "scratchpad":
-            return f"{THINK_START}{' '.join(scratchpad_steps(self))}{THINK_END}{answer}"
+        if is_scratchpad(data_format):
+            steps = scratchpad_steps(self, pairwise=data_format.endswith("pairwise"),
+                                     width=width if is_padded(data_format) else None)
+            return f"{THINK_START}{' '.join(steps)}{THINK_END}{answer}"
         return answer
 
 
@@ -145,26 +156,27 @@ def written_steps(answer):
 # ---------------------------------------------------------------------------------------------------------------
 # Carries and scratchpad steps, both by columns of digits, least significant first
 
-def digit_columns(operands):
-    """Columns of digits, least significant first: (658, 9) -> [[8, 9], [5], [6]] (shorter operands end early)."""
-    texts = [str(x)[::-1] for x in operands]
+def digit_columns(operands, width=None):
+    """Columns of digits, least significant first: (658, 9) -> [[8, 9], [5], [6]] (shorter operands end early);
+    with a width, operands are zero-padded to it first: [[8, 9], [5, 0], [6, 0]]."""
+    texts = [str(x).zfill(width or 1)[::-1] for x in operands]
     return [[int(text[i]) for text in texts if i < len(text)] for i in range(max(map(len, texts)))]
 
 
-def addition_columns(operands):
+def addition_columns(operands, width=None):
     """[(digits, carry in, column sum)] of the schoolbook addition."""
     columns, carry = [], 0
-    for digits in digit_columns(operands):
+    for digits in digit_columns(operands, width):
         total = sum(digits) + carry
         columns.append((digits, carry, total))
         carry = total // 10
     return columns
 
 
-def subtraction_columns(larger, smaller):
+def subtraction_columns(larger, smaller, width=None):
     """[(digits, borrow in, difference)] of larger - smaller; a negative difference borrows from the next column."""
     columns, borrow = [], 0
-    for digits in digit_columns((larger, smaller)):
+    for digits in digit_columns((larger, smaller), width):
         difference = digits[0] - sum(digits[1:]) - borrow
         columns.append((digits, borrow, difference))
         borrow = int(difference < 0)
@@ -181,32 +193,61 @@ def num_carries(problem):
     return None
 
 
-def scratchpad_steps(problem):
+def scratchpad_steps(problem, pairwise=False, width=None):
     """The steps the scratchpad format writes before the answer, e.g. 658+189 -> ['8+9=17', '5+8+1=14', '6+1+1=8'].
 
     Addition: one step per column, its digits, the carry in (when not 0) and their sum. Subtraction: the same with
     borrows, the difference negative where the column borrows; when the result is negative, a first step swaps the
-    operands ('658-189'). Multiplication: one partial product per digit of b, then their shifted sum."""
+    operands ('658-189'). Multiplication: one partial product per digit of b, then their shifted sum.
+
+    `pairwise` makes each column a chain of two-term sums, the carry added last: 658+189 -> ['8+9=17',
+    '5+8=13+1=14', '6+1=7+1=8']. A column then needs facts of two tables, digit + digit (100 facts) and total +
+    carry (19), where whole columns need 210: a few hundred problems hold them all.
+
+    `width` (the padded formats) gives every problem the same shape: a step for every column of the operands
+    zero-padded to it, the carry always written, every number at a fixed width (a difference with its sign):
+    658+9 -> ['8+9+0=17', '5+0+1=06', '6+0+0=06']; the swap and the partial products write their operands padded
+    as the prompt does, the partial products and their sum at the width they can reach."""
     operator, operands = problem.operator, problem.operands
     limit = SCRATCHPAD_LIMITS[operator]
     if limit is not None and len(operands) > limit:
         raise ValueError(f"the scratchpad format handles {operator} with at most {limit} operands, got {problem}")
+    step = pairwise_steps if pairwise else column_step
     if operator == "+":
-        return [column_step("+", digits, carry, total) for digits, carry, total in addition_columns(operands)]
+        total_digits = len(str(10 * len(operands) - 1))  # the largest column total: every digit 9, the largest carry
+        write = (lambda value: f"{value:0{total_digits}d}") if width else str
+        return [step("+", digits, carry, write, always_carry=bool(width))
+                for digits, carry, _ in addition_columns(operands, width)]
     if operator == "-":
         a, b = operands
-        swap = [f"{b}-{a}"] if a < b else []
-        return swap + [column_step("-", digits, borrow, difference)
-                       for digits, borrow, difference in subtraction_columns(max(a, b), min(a, b))]
+        write = (lambda value: f"{value:+03d}") if width else str  # a column's difference is in -10 .. 9
+        swap = [f"{b:0{width or 1}d}-{a:0{width or 1}d}"] if a < b else []
+        return swap + [step("-", digits, borrow, write, always_carry=bool(width))
+                       for digits, borrow, _ in subtraction_columns(max(a, b), min(a, b), width)]
     a, b = operands
-    partials = [a * int(digit) for digit in reversed(str(b))]
-    shifted = "+".join(str(partial * 10 ** place) for place, partial in enumerate(partials))
-    return [f"{a}*{digit}={partial}" for digit, partial in zip(reversed(str(b)), partials)] + [f"{shifted}={a * b}"]
+    b_digits = reversed(str(b).zfill(width or 1))
+    partials = [(digit, a * int(digit)) for digit in b_digits]
+    product_digits = 2 * width if width else 1
+    shifted = "+".join(f"{partial * 10 ** place:0{product_digits}d}" for place, (_, partial) in enumerate(partials))
+    return ([f"{a:0{width or 1}d}*{digit}={partial:0{width + 1 if width else 1}d}" for digit, partial in partials]
+            + [f"{shifted}={a * b:0{product_digits}d}"])
 
 
-def column_step(operator, digits, carry, value):
-    terms = operator.join(map(str, digits)) + (f"{operator}{carry}" if carry else "")
-    return f"{terms}={value}"
+def column_step(operator, digits, carry, write=str, always_carry=False):
+    """'5+8+1=14': one column in one step."""
+    terms = [*digits, carry] if carry or always_carry else digits
+    return f"{operator.join(map(str, terms))}={write(reduce(OPERATIONS[operator], terms))}"
+
+
+def pairwise_steps(operator, digits, carry, write=str, always_carry=False):
+    """'5+8=13+1=14': one column as a chain of two-term sums, the carry added last; each written total is the left
+    term of the next link."""
+    terms = [*digits, carry] if carry or always_carry else digits
+    chain, total = str(terms[0]), terms[0]
+    for term in terms[1:]:
+        total = OPERATIONS[operator](total, term)
+        chain += f"{operator}{term}={write(total)}"
+    return chain if len(terms) > 1 else f"{chain}={write(total)}"
 
 
 def cell_sort_key(key):

@@ -195,6 +195,7 @@ def test_carry_balanced_sampling_makes_long_carry_chains_common():
     ({"max_operands": 1}, "--max-operands must be at least 2"),
     ({"sampling": "carry-balanced", "operations": "*"}, "carry-balanced counts the carries"),
     ({"format": "scratchpad", "operations": "+,-", "max_operands": 3}, "steps for - with at most 2 operands"),
+    ({"format": "scratchpad-pairwise", "operations": "*", "max_operands": 3}, "steps for \\* with at most 2"),
     ({"sampling": "sorted"}, "--sampling must be one of"),
 ])
 def test_bad_generation_settings_are_clear_errors(overrides, message):

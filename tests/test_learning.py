@@ -42,3 +42,21 @@ def test_tiny_model_learns_addition_and_negative_subtraction_together(tmp_path):
     assert by_operation["+"]["count"] + by_operation["-"]["count"] == 2000
     assert by_operation["+"]["exact_match"] >= 0.97 and by_operation["-"]["exact_match"] >= 0.97
     assert results["edge_cases"]["exact_match"] >= 0.9
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_3_digit_addition_from_500_problems_with_a_padded_pairwise_scratchpad(tmp_path):
+    """The sample-efficiency recipe of README (Results) at a twelfth of its steps: 500 training problems, >= 97% of
+    1,000 held-out ones with every step of the scratchpad scored (98.6-100% in the runs behind this threshold)."""
+    data_dir, output_dir = tmp_path / "data", tmp_path / "run"
+    run_script("generate_data.py", "--num-examples", 1700, "--max-digits", 3, "--format",
+               "padded-scratchpad-pairwise", "--val-fraction", 0.1176, "--test-fraction", 0.5883,
+               "--output-dir", data_dir, home=tmp_path)
+    run_script("train.py", "--model-size", "tiny", "--max-length", 56, "--batch-size", 64, "--learning-rate", 3e-3,
+               "--warmup-steps", 100, "--num-epochs", 125, "--weight-decay", 0.1, "--dropout", 0.1,
+               "--eval-steps", 1000, "--save-steps", 1000, "--no-wandb", "--data-dir", data_dir,
+               "--output-dir", output_dir, home=tmp_path)
+    results = json.loads((output_dir / "test_results.json").read_text())
+    assert results["num_examples"] == 1000
+    assert len(json.loads((data_dir / "train.json").read_text())["examples"]) == 500
+    assert results["exact_match"] >= 0.97 and results["scratchpad"]["steps_exact_match"] >= 0.97

@@ -2,10 +2,11 @@
 scratchpad's steps. A wrong answer, a wrong reversal or a wrong step fails here."""
 
 import random
+import re
 
 import pytest
 
-from src.problems import (FORMATS, Problem, answer_width, final_answer, num_carries, parse_prompt,
+from src.problems import (FORMATS, Problem, answer_width, final_answer, is_scratchpad, num_carries, parse_prompt,
                           scratchpad_steps, split_example, written_steps)
 
 
@@ -47,7 +48,7 @@ def test_padded_answers_have_room_for_the_largest_result(operator, operands, wid
 def test_random_problems_read_back_and_their_answers_decode_to_the_result(data_format, operator):
     rng = random.Random(0)
     for _ in range(300):
-        num_operands = 2 if data_format == "scratchpad" and operator != "+" else rng.randint(2, 4)
+        num_operands = 2 if is_scratchpad(data_format) and operator != "+" else rng.randint(2, 4)
         problem = Problem(operator, tuple(rng.randrange(10 ** rng.randint(1, 5)) for _ in range(num_operands)))
         prompt, answer = split_example(problem.render(data_format, width=5))
         assert parse_prompt(prompt, data_format) == problem
@@ -66,23 +67,38 @@ def test_random_problems_read_back_and_their_answers_decode_to_the_result(data_f
             assert digits == str(abs(problem.result))
 
 
+SCRATCHPAD_FORMATS = [name for name in FORMATS if is_scratchpad(name)]
+
+
+@pytest.mark.parametrize("data_format", SCRATCHPAD_FORMATS)
 @pytest.mark.parametrize("operator", ["+", "-", "*"])
-def test_every_scratchpad_step_is_a_true_equation(operator):
+def test_every_scratchpad_step_is_a_true_equation(operator, data_format):
     """Each step 'x+y+c=s' (or a partial product, or the swap of a negative subtraction) holds, and the answer is
-    right: the steps cannot be arithmetic nonsense that happens to end in the right result."""
+    right: the steps cannot be arithmetic nonsense that happens to end in the right result. A pairwise step is a
+    chain 'x+y=s+c=t' of two-term sums; a padded one has a step for every column of the padded operands."""
     rng = random.Random(1)
+    pairwise = data_format.endswith("pairwise")
     for _ in range(300):
         a, b = rng.randrange(10 ** rng.randint(1, 6)), rng.randrange(10 ** rng.randint(1, 6))
         problem = Problem(operator, (a, b))
-        steps = scratchpad_steps(problem)
+        width = 6 if data_format.startswith("padded") else None
+        steps = scratchpad_steps(problem, pairwise, width)
         if operator == "-" and a < b:
-            assert steps[0] == f"{b}-{a}"
+            assert steps[0].split("-") == [f"{b:06d}" if width else str(b), f"{a:06d}" if width else str(a)]
             steps = steps[1:]
+        if operator != "*":
+            assert len(steps) == (width or max(problem.operand_digits)), steps
+        if width:  # the same shape for every problem: all columns (or partial products) written at one length
+            assert len({len(step) for step in (steps[:-1] if operator == "*" else steps)}) == 1, steps
         for step in steps:
-            left, right = step.split("=")
-            assert eval(left) == int(right), step  # noqa: S307 (digits and + - * only)
-        _, answer = split_example(problem.render("scratchpad"))
-        assert written_steps(answer) == scratchpad_steps(problem)
+            links = step.split("=")
+            for left, right in zip(links, links[1:]):
+                value = eval(re.sub(r"\b0+([0-9])", r"\1", left))  # noqa: S307 (digits, + - *; padding dropped)
+                assert value == int(re.match("[-+]?[0-9]+", right).group()), step
+                if pairwise and operator != "*":
+                    assert len(re.findall("[0-9]+", left)) <= 2, step
+        _, answer = split_example(problem.render(data_format, width=width))
+        assert written_steps(answer) == scratchpad_steps(problem, pairwise, width)
         assert int(final_answer(answer)) == problem.result
 
 
@@ -93,6 +109,24 @@ def test_scratchpad_columns_carry_and_borrow():
     assert scratchpad_steps(Problem("*", (12, 34))) == ["12*4=48", "12*3=36", "48+360=408"]
     with pytest.raises(ValueError, match="at most 2 operands"):
         scratchpad_steps(Problem("-", (1, 2, 3)))
+
+
+def test_pairwise_and_padded_steps():
+    assert Problem("+", (658, 189)).render("scratchpad-pairwise") == \
+        "658+189=<think>8+9=17 5+8=13+1=14 6+1=7+1=8</think>847<end>"
+    assert scratchpad_steps(Problem("+", (99, 99, 99)), pairwise=True) == ["9+9=18+9=27", "9+9=18+9=27+2=29"]
+    assert scratchpad_steps(Problem("+", (8, 687)), pairwise=True) == ["8+7=15", "8+1=9", "6=6"]
+    assert scratchpad_steps(Problem("-", (100, 99)), pairwise=True) == ["0-9=-9", "0-9=-9-1=-10", "1-1=0"]
+    assert scratchpad_steps(Problem("-", (12, 307)), pairwise=True) == ["307-12", "7-2=5", "0-1=-1", "3-1=2"]
+    # padded: the carry always written, every number at a fixed width
+    assert Problem("+", (8, 687)).render("padded-scratchpad", width=3) == \
+        "008+687=<think>8+7+0=15 0+8+1=09 0+6+0=06</think>0695<end>"
+    assert Problem("+", (58, 7)).render("padded-scratchpad-pairwise", width=3) == \
+        "058+007=<think>8+7=15+0=15 5+0=05+1=06 0+0=00+0=00</think>0065<end>"
+    assert Problem("-", (12, 307)).render("padded-scratchpad", width=3) == \
+        "012-307=<think>307-012 7-2-0=+05 0-1-0=-01 3-0-1=+02</think>-295<end>"
+    assert Problem("*", (12, 4)).render("padded-scratchpad", width=2) == \
+        "12*04=<think>12*4=048 12*0=000 0048+0000=0048</think>0048<end>"
 
 
 @pytest.mark.parametrize("operator, operands, carries", [
