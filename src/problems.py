@@ -22,9 +22,10 @@ FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
     "scratchpad": "12+7=<think>2+7=9 1=1</think>19 (digit-by-digit steps, then the plain answer)",
     "scratchpad-pairwise": "58+67=<think>8+7=15 5+6=11+1=12</think>125 (the same, each column a chain of two-term "
                            "sums, the carry added last: the steps need 119 facts where whole columns need 210)",
-    "padded-scratchpad": "12+07=<think>2+7=9 1+0=1</think>019 (operands and answer padded to --max-digits, a step for "
-                         "every column: every problem has the same shape)",
-    "padded-scratchpad-pairwise": "58+07=<think>8+7=15 5+0=5+1=6</think>065 (both)",
+    "padded-scratchpad": "12+07=<think>2+7+0=09 1+0+0=01</think>019 (operands and answer padded to --max-digits, a "
+                         "step for every column, the carry always written, numbers at fixed widths: every problem "
+                         "has the same shape)",
+    "padded-scratchpad-pairwise": "58+07=<think>8+7=15+0=15 5+0=05+1=06</think>065 (both)",
 }
 # Scratchpad steps are defined for these (operation: most operands)
 SCRATCHPAD_LIMITS = {"+": None, "-": 2, "*": 2}
@@ -213,24 +214,23 @@ def scratchpad_steps(problem, pairwise=False, width=None):
     if limit is not None and len(operands) > limit:
         raise ValueError(f"the scratchpad format handles {operator} with at most {limit} operands, got {problem}")
     step = pairwise_steps if pairwise else column_step
+    pad = width or 1  # zero-padding to 1 digit writes a number as it is
     if operator == "+":
         total_digits = len(str(10 * len(operands) - 1))  # the largest column total: every digit 9, the largest carry
         write = (lambda value: f"{value:0{total_digits}d}") if width else str
         return [step("+", digits, carry, write, always_carry=bool(width))
                 for digits, carry, _ in addition_columns(operands, width)]
+    a, b = operands
     if operator == "-":
-        a, b = operands
         write = (lambda value: f"{value:+03d}") if width else str  # a column's difference is in -10 .. 9
-        swap = [f"{b:0{width or 1}d}-{a:0{width or 1}d}"] if a < b else []
+        swap = [f"{b:0{pad}d}-{a:0{pad}d}"] if a < b else []
         return swap + [step("-", digits, borrow, write, always_carry=bool(width))
                        for digits, borrow, _ in subtraction_columns(max(a, b), min(a, b), width)]
-    a, b = operands
-    b_digits = reversed(str(b).zfill(width or 1))
-    partials = [(digit, a * int(digit)) for digit in b_digits]
-    product_digits = 2 * width if width else 1
-    shifted = "+".join(f"{partial * 10 ** place:0{product_digits}d}" for place, (_, partial) in enumerate(partials))
-    return ([f"{a:0{width or 1}d}*{digit}={partial:0{width + 1 if width else 1}d}" for digit, partial in partials]
-            + [f"{shifted}={a * b:0{product_digits}d}"])
+    partials = [(digit, a * int(digit)) for digit in reversed(f"{b:0{pad}d}")]
+    partial_pad, product_pad = (width + 1, 2 * width) if width else (1, 1)
+    shifted = "+".join(f"{partial * 10 ** place:0{product_pad}d}" for place, (_, partial) in enumerate(partials))
+    return ([f"{a:0{pad}d}*{digit}={partial:0{partial_pad}d}" for digit, partial in partials]
+            + [f"{shifted}={a * b:0{product_pad}d}"])
 
 
 def column_step(operator, digits, carry, write=str, always_carry=False):
