@@ -10,7 +10,7 @@ from src.tokenizer import END_TOKEN, THINK_END, THINK_START
 
 OPERATIONS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
 OPERATION_NAMES = {"add": "+", "sub": "-", "mul": "*"}  # for command lines, where "-,*" would read as a flag
-FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
+FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2 (58 + 67 or 58 + 7 where a carry shows more)
     "plain": "12+7=19 (the seed's format)",
     "reversed": "12+7=91 (answer digits least significant first, the order in which carries are computed)",
     "padded": "12+07=019 (operands zero-padded to --max-digits, the answer to its largest possible width)",
@@ -23,8 +23,8 @@ FORMATS = {  # name: what 12 + 7 looks like with --max-digits 2
     "scratchpad-pairwise": "58+67=<think>8+7=15 5+6=11+1=12</think>125 (the same, each column a chain of two-term "
                            "sums, the carry added last: the steps need 119 facts where whole columns need 210)",
     "padded-scratchpad": "12+07=<think>2+7+0=09 1+0+0=01</think>019 (operands and answer padded to --max-digits, a "
-                         "step for every column, the carry always written, numbers at fixed widths: every problem "
-                         "has the same shape)",
+                         "step for every column, the carry always written, numbers at fixed widths: the steps have "
+                         "the same shape in every problem)",
     "padded-scratchpad-pairwise": "58+07=<think>8+7=15+0=15 5+0=05+1=06</think>065 (both)",
 }
 # Scratchpad steps are defined for these (operation: most operands)
@@ -42,7 +42,13 @@ def is_aligned(data_format):
 
 
 def is_scratchpad(data_format):
+    """Steps between <think> and </think> before the answer."""
     return "scratchpad" in data_format
+
+
+def is_pairwise(data_format):
+    """A scratchpad whose columns are chains of two-term sums."""
+    return data_format.endswith("pairwise")
 
 
 def answer_reversed(data_format):
@@ -90,13 +96,13 @@ class Problem:
         result = self.result
         digits = str(abs(result))
         if is_padded(data_format) or is_aligned(data_format):
-            digits = digits.zfill(answer_width(self.operator, len(self.operands), width or max(self.operand_digits)))
+            width = width or max(self.operand_digits)
+            digits = digits.zfill(answer_width(self.operator, len(self.operands), width))
         if answer_reversed(data_format):
             digits = digits[::-1]
         answer = ("-" if result < 0 else "") + digits
         if is_scratchpad(data_format):
-            steps = scratchpad_steps(self, pairwise=data_format.endswith("pairwise"),
-                                     width=width if is_padded(data_format) else None)
+            steps = scratchpad_steps(self, is_pairwise(data_format), width if is_padded(data_format) else None)
             return f"{THINK_START}{' '.join(steps)}{THINK_END}{answer}"
         return answer
 
@@ -205,27 +211,28 @@ def scratchpad_steps(problem, pairwise=False, width=None):
     '5+8=13+1=14', '6+1=7+1=8']. A column then needs facts of two tables, digit + digit (100 facts) and total +
     carry (19), where whole columns need 210: a few hundred problems hold them all.
 
-    `width` (the padded formats) gives every problem the same shape: a step for every column of the operands
+    `width` (the padded formats) gives the steps of every problem one shape: a step for every column of the operands
     zero-padded to it, the carry always written, every number at a fixed width (a difference with its sign):
-    658+9 -> ['8+9+0=17', '5+0+1=06', '6+0+0=06']; the swap and the partial products write their operands padded
-    as the prompt does, the partial products and their sum at the width they can reach."""
+    658+9 -> ['8+9+0=17', '5+0+1=06', '6+0+0=06']. Subtraction always writes the ordering step ('658-009' for
+    658-9 too); the partial products write their operands padded as the prompt does, the products and their sum
+    at the width they can reach."""
     operator, operands = problem.operator, problem.operands
     limit = SCRATCHPAD_LIMITS[operator]
     if limit is not None and len(operands) > limit:
         raise ValueError(f"the scratchpad format handles {operator} with at most {limit} operands, got {problem}")
-    step = pairwise_steps if pairwise else column_step
+    step = pairwise_step if pairwise else column_step
     pad = width or 1  # zero-padding to 1 digit writes a number as it is
     if operator == "+":
         total_digits = len(str(10 * len(operands) - 1))  # the largest column total: every digit 9, the largest carry
         write = (lambda value: f"{value:0{total_digits}d}") if width else str
-        return [step("+", digits, carry, write, always_carry=bool(width))
-                for digits, carry, _ in addition_columns(operands, width)]
+        carry_digits = len(str(len(operands) - 1)) if width else None
+        return [step("+", digits, carry, write, carry_digits) for digits, carry, _ in addition_columns(operands, width)]
     a, b = operands
     if operator == "-":
         write = (lambda value: f"{value:+03d}") if width else str  # a column's difference is in -10 .. 9
-        swap = [f"{b:0{pad}d}-{a:0{pad}d}"] if a < b else []
-        return swap + [step("-", digits, borrow, write, always_carry=bool(width))
-                       for digits, borrow, _ in subtraction_columns(max(a, b), min(a, b), width)]
+        order = [f"{max(a, b):0{pad}d}-{min(a, b):0{pad}d}"] if a < b or width else []
+        return order + [step("-", digits, borrow, write, 1 if width else None)
+                        for digits, borrow, _ in subtraction_columns(max(a, b), min(a, b), width)]
     partials = [(digit, a * int(digit)) for digit in reversed(f"{b:0{pad}d}")]
     partial_pad, product_pad = (width + 1, 2 * width) if width else (1, 1)
     shifted = "+".join(f"{partial * 10 ** place:0{product_pad}d}" for place, (_, partial) in enumerate(partials))
@@ -233,21 +240,30 @@ def scratchpad_steps(problem, pairwise=False, width=None):
             + [f"{shifted}={a * b:0{product_pad}d}"])
 
 
-def column_step(operator, digits, carry, write=str, always_carry=False):
+def column_terms(digits, carry, carry_digits=None):
+    """A column's terms, as values and as written: its digits, then the carry; without carry_digits the carry only
+    when it is not 0, with them always, zero-padded to that many digits."""
+    if carry_digits:
+        return [*digits, carry], [*map(str, digits), f"{carry:0{carry_digits}d}"]
+    values = [*digits, carry] if carry else list(digits)
+    return values, list(map(str, values))
+
+
+def column_step(operator, digits, carry, write=str, carry_digits=None):
     """'5+8+1=14': one column in one step."""
-    terms = [*digits, carry] if carry or always_carry else digits
-    return f"{operator.join(map(str, terms))}={write(reduce(OPERATIONS[operator], terms))}"
+    values, texts = column_terms(digits, carry, carry_digits)
+    return f"{operator.join(texts)}={write(reduce(OPERATIONS[operator], values))}"
 
 
-def pairwise_steps(operator, digits, carry, write=str, always_carry=False):
+def pairwise_step(operator, digits, carry, write=str, carry_digits=None):
     """'5+8=13+1=14': one column as a chain of two-term sums, the carry added last; each written total is the left
     term of the next link."""
-    terms = [*digits, carry] if carry or always_carry else digits
-    chain, total = str(terms[0]), terms[0]
-    for term in terms[1:]:
-        total = OPERATIONS[operator](total, term)
-        chain += f"{operator}{term}={write(total)}"
-    return chain if len(terms) > 1 else f"{chain}={write(total)}"
+    values, texts = column_terms(digits, carry, carry_digits)
+    chain, total = texts[0], values[0]
+    for value, text in zip(values[1:], texts[1:]):
+        total = OPERATIONS[operator](total, value)
+        chain += f"{operator}{text}={write(total)}"
+    return chain if len(values) > 1 else f"{chain}={write(total)}"
 
 
 def cell_sort_key(key):

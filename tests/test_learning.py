@@ -1,8 +1,8 @@
 """A real model really learns: the main job's path (train.py on an empty data dir) with the tiny model, two
 operations at once with a signed answer, and 3-digit addition from 500 problems with a scratchpad.
 
-The first test's task is the default 2-digit addition, a superset of 1-digit addition: with only 100 distinct 1-digit problems,
-a held-out 1-digit test would ask a model to infer unseen facts from 80, which measures little.
+The first test's task is the default 2-digit addition, a superset of 1-digit addition: with only 100 distinct
+1-digit problems, a held-out 1-digit test would ask a model to infer unseen facts from 80, which measures little.
 """
 
 import json

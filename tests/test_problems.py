@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from src.problems import (FORMATS, Problem, answer_width, final_answer, is_scratchpad, num_carries, parse_prompt,
-                          scratchpad_steps, split_example, written_steps)
+from src.problems import (FORMATS, Problem, answer_width, final_answer, is_padded, is_pairwise, is_scratchpad,
+                          num_carries, parse_prompt, scratchpad_steps, split_example, written_steps)
 
 
 @pytest.mark.parametrize("data_format, addition, subtraction, multiplication", [
@@ -57,7 +57,7 @@ def test_random_problems_read_back_and_their_answers_decode_to_the_result(data_f
         if "reversed" in data_format:
             digits = digits[::-1]
         assert int(sign + digits) == problem.result
-        if data_format.startswith("padded"):
+        if is_padded(data_format):
             assert len(digits) == answer_width(operator, num_operands, 5)
         elif data_format.startswith("aligned"):
             longest = max(problem.operand_digits)
@@ -73,23 +73,23 @@ SCRATCHPAD_FORMATS = [name for name in FORMATS if is_scratchpad(name)]
 @pytest.mark.parametrize("data_format", SCRATCHPAD_FORMATS)
 @pytest.mark.parametrize("operator", ["+", "-", "*"])
 def test_every_scratchpad_step_is_a_true_equation(operator, data_format):
-    """Each step 'x+y+c=s' (or a partial product, or the swap of a negative subtraction) holds, and the answer is
+    """Each step 'x+y+c=s' (or a partial product, or the ordering step of a subtraction) holds, and the answer is
     right: the steps cannot be arithmetic nonsense that happens to end in the right result. A pairwise step is a
-    chain 'x+y=s+c=t' of two-term sums; a padded one has a step for every column of the padded operands."""
+    chain 'x+y=s+c=t' of two-term sums; padded steps have one shape: a step for every column of the padded
+    operands, and the same length in every problem."""
     rng = random.Random(1)
-    pairwise = data_format.endswith("pairwise")
+    pairwise, width = is_pairwise(data_format), 6 if is_padded(data_format) else None
+    shapes = set()
     for _ in range(300):
         a, b = rng.randrange(10 ** rng.randint(1, 6)), rng.randrange(10 ** rng.randint(1, 6))
         problem = Problem(operator, (a, b))
-        width = 6 if data_format.startswith("padded") else None
         steps = scratchpad_steps(problem, pairwise, width)
-        if operator == "-" and a < b:
-            assert steps[0].split("-") == [f"{b:06d}" if width else str(b), f"{a:06d}" if width else str(a)]
+        shapes.add(tuple(map(len, steps)))
+        if operator == "-" and (a < b or width):
+            assert steps[0].split("-") == [f"{max(a, b):0{width or 1}d}", f"{min(a, b):0{width or 1}d}"]
             steps = steps[1:]
         if operator != "*":
             assert len(steps) == (width or max(problem.operand_digits)), steps
-        if width:  # the same shape for every problem: all columns (or partial products) written at one length
-            assert len({len(step) for step in (steps[:-1] if operator == "*" else steps)}) == 1, steps
         for step in steps:
             links = step.split("=")
             for left, right in zip(links, links[1:]):
@@ -100,6 +100,14 @@ def test_every_scratchpad_step_is_a_true_equation(operator, data_format):
         _, answer = split_example(problem.render(data_format, width=width))
         assert written_steps(answer) == scratchpad_steps(problem, pairwise, width)
         assert int(final_answer(answer)) == problem.result
+    assert len(shapes) == 1 if width else len(shapes) > 1
+
+
+def test_padded_steps_keep_their_shape_with_many_operands():
+    """Twelve operands carry up to 11 into a column: the carry is written at two digits in every column."""
+    steps = scratchpad_steps(Problem("+", (99,) * 12), width=2)
+    assert steps == ["9+9+9+9+9+9+9+9+9+9+9+9+00=108", "9+9+9+9+9+9+9+9+9+9+9+9+10=118"]
+    assert Problem("+", (99,) * 12).render("padded-scratchpad", width=2).endswith("</think>1188<end>")
 
 
 def test_scratchpad_columns_carry_and_borrow():
@@ -125,6 +133,8 @@ def test_pairwise_and_padded_steps():
         "058+007=<think>8+7=15+0=15 5+0=05+1=06 0+0=00+0=00</think>0065<end>"
     assert Problem("-", (12, 307)).render("padded-scratchpad", width=3) == \
         "012-307=<think>307-012 7-2-0=+05 0-1-0=-01 3-0-1=+02</think>-295<end>"
+    assert Problem("-", (307, 12)).render("padded-scratchpad", width=3) == \
+        "307-012=<think>307-012 7-2-0=+05 0-1-0=-01 3-0-1=+02</think>295<end>"
     assert Problem("*", (12, 4)).render("padded-scratchpad", width=2) == \
         "12*04=<think>12*4=048 12*0=000 0048+0000=0048</think>0048<end>"
 
