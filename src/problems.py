@@ -181,7 +181,8 @@ def addition_columns(operands, width=None):
 
 
 def subtraction_columns(larger, smaller, width=None):
-    """[(digits, borrow in, difference)] of larger - smaller; a negative difference borrows from the next column."""
+    """[(digits, borrow in, difference)] of larger - smaller; a negative difference borrows from the next column.
+    With the smaller operand first, the last column borrows (the padded scratchpad reads the sign from it)."""
     columns, borrow = [], 0
     for digits in digit_columns((larger, smaller), width):
         difference = digits[0] - sum(digits[1:]) - borrow
@@ -213,15 +214,15 @@ def scratchpad_steps(problem, pairwise=False, width=None):
 
     `width` (the padded formats) gives the steps of every problem one shape: a step for every column of the operands
     zero-padded to it, the carry always written, every number at a fixed width (a difference with its sign):
-    658+9 -> ['8+9+0=17', '5+0+1=06', '6+0+0=06']. Subtraction always writes the ordering step ('658-009' for
-    658-9 too); the partial products write their operands padded as the prompt does, the products and their sum
-    at the width they can reach."""
+    658+9 -> ['8+9+0=17', '5+0+1=06', '6+0+0=06']. Subtraction works a - b even when it is negative, where the
+    last column borrows; then it swaps and works b - a: 12-307 -> ['2-7-0=-05', '1-0-1=+00', '0-3-0=-03',
+    '307-012', '7-2-0=+05', '0-1-0=-01', '3-0-1=+02'] (two shapes, by sign). The partial products write their
+    operands padded as the prompt does, the products and their sum at the width they can reach."""
     operator, operands = problem.operator, problem.operands
     limit = SCRATCHPAD_LIMITS[operator]
     if limit is not None and len(operands) > limit:
         raise ValueError(f"the scratchpad format handles {operator} with at most {limit} operands, got {problem}")
     step = pairwise_step if pairwise else column_step
-    pad = width or 1  # zero-padding to 1 digit writes a number as it is
     if operator == "+":
         total_digits = len(str(10 * len(operands) - 1))  # the largest column total: every digit 9, the largest carry
         write = (lambda value: f"{value:0{total_digits}d}") if width else str
@@ -229,10 +230,18 @@ def scratchpad_steps(problem, pairwise=False, width=None):
         return [step("+", digits, carry, write, carry_digits) for digits, carry, _ in addition_columns(operands, width)]
     a, b = operands
     if operator == "-":
-        write = (lambda value: f"{value:+03d}") if width else str  # a column's difference is in -10 .. 9
-        order = [f"{max(a, b):0{pad}d}-{min(a, b):0{pad}d}"] if a < b or width else []
-        return order + [step("-", digits, borrow, write, 1 if width else None)
-                        for digits, borrow, _ in subtraction_columns(max(a, b), min(a, b), width)]
+        if not width:
+            swap = [f"{b}-{a}"] if a < b else []
+            return swap + [step("-", digits, borrow) for digits, borrow, _ in subtraction_columns(max(a, b), min(a, b))]
+        # a - b first, whatever the sign: its last column borrows exactly when the result is negative, which is
+        # then worked again as b - a; the sign is read off one step instead of a comparison of whole numbers
+        write = lambda value: f"{value:+03d}"  # noqa: E731 (a column's difference is in -10 .. 9)
+        steps = [step("-", digits, borrow, write, 1) for digits, borrow, _ in subtraction_columns(a, b, width)]
+        if a < b:
+            steps += [f"{b:0{width}d}-{a:0{width}d}"] + [step("-", digits, borrow, write, 1)
+                                                         for digits, borrow, _ in subtraction_columns(b, a, width)]
+        return steps
+    pad = width or 1  # zero-padding to 1 digit writes a number as it is
     partials = [(digit, a * int(digit)) for digit in reversed(f"{b:0{pad}d}")]
     partial_pad, product_pad = (width + 1, 2 * width) if width else (1, 1)
     shifted = "+".join(f"{partial * 10 ** place:0{product_pad}d}" for place, (_, partial) in enumerate(partials))

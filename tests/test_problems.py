@@ -75,8 +75,8 @@ SCRATCHPAD_FORMATS = [name for name in FORMATS if is_scratchpad(name)]
 def test_every_scratchpad_step_is_a_true_equation(operator, data_format):
     """Each step 'x+y+c=s' (or a partial product, or the ordering step of a subtraction) holds, and the answer is
     right: the steps cannot be arithmetic nonsense that happens to end in the right result. A pairwise step is a
-    chain 'x+y=s+c=t' of two-term sums; padded steps have one shape: a step for every column of the padded
-    operands, and the same length in every problem."""
+    chain 'x+y=s+c=t' of two-term sums; padded steps have one shape (subtraction two, by sign): a step for every
+    column of the padded operands, and the same length in every problem."""
     rng = random.Random(1)
     pairwise, width = is_pairwise(data_format), 6 if is_padded(data_format) else None
     shapes = set()
@@ -85,11 +85,17 @@ def test_every_scratchpad_step_is_a_true_equation(operator, data_format):
         problem = Problem(operator, (a, b))
         steps = scratchpad_steps(problem, pairwise, width)
         shapes.add(tuple(map(len, steps)))
-        if operator == "-" and (a < b or width):
-            assert steps[0].split("-") == [f"{max(a, b):0{width or 1}d}", f"{min(a, b):0{width or 1}d}"]
+        passes = 1
+        if operator == "-" and a < b and width:  # a - b, whose last column borrows, then b - a
+            assert steps[width] == f"{b:06d}-{a:06d}" and steps[width - 1].rpartition("=")[2].startswith("-"), steps
+            steps, passes = steps[:width] + steps[width + 1:], 2
+        elif operator == "-" and a < b:
+            assert steps[0] == f"{b}-{a}"
             steps = steps[1:]
+        elif operator == "-" and width:  # no borrow out of the last column: not negative
+            assert steps[-1].rpartition("=")[2].startswith("+"), steps
         if operator != "*":
-            assert len(steps) == (width or max(problem.operand_digits)), steps
+            assert len(steps) == passes * (width or max(problem.operand_digits)), steps
         for step in steps:
             links = step.split("=")
             for left, right in zip(links, links[1:]):
@@ -100,7 +106,7 @@ def test_every_scratchpad_step_is_a_true_equation(operator, data_format):
         _, answer = split_example(problem.render(data_format, width=width))
         assert written_steps(answer) == scratchpad_steps(problem, pairwise, width)
         assert int(final_answer(answer)) == problem.result
-    assert len(shapes) == 1 if width else len(shapes) > 1
+    assert len(shapes) == (2 if operator == "-" else 1) if width else len(shapes) > 1  # subtraction: by sign
 
 
 def test_padded_steps_keep_their_shape_with_many_operands():
@@ -132,9 +138,10 @@ def test_pairwise_and_padded_steps():
     assert Problem("+", (58, 7)).render("padded-scratchpad-pairwise", width=3) == \
         "058+007=<think>8+7=15+0=15 5+0=05+1=06 0+0=00+0=00</think>0065<end>"
     assert Problem("-", (12, 307)).render("padded-scratchpad", width=3) == \
-        "012-307=<think>307-012 7-2-0=+05 0-1-0=-01 3-0-1=+02</think>-295<end>"
+        "012-307=<think>2-7-0=-05 1-0-1=+00 0-3-0=-03 307-012 7-2-0=+05 0-1-0=-01 3-0-1=+02</think>-295<end>"
     assert Problem("-", (307, 12)).render("padded-scratchpad", width=3) == \
-        "307-012=<think>307-012 7-2-0=+05 0-1-0=-01 3-0-1=+02</think>295<end>"
+        "307-012=<think>7-2-0=+05 0-1-0=-01 3-0-1=+02</think>295<end>"
+    assert Problem("-", (5, 5)).render("padded-scratchpad", width=2) == "05-05=<think>5-5-0=+00 0-0-0=+00</think>00<end>"
     assert Problem("*", (12, 4)).render("padded-scratchpad", width=2) == \
         "12*04=<think>12*4=048 12*0=000 0048+0000=0048</think>0048<end>"
 
