@@ -230,23 +230,27 @@ def scratchpad_steps(problem, pairwise=False, width=None):
         return [step("+", digits, carry, write, carry_digits) for digits, carry, _ in addition_columns(operands, width)]
     a, b = operands
     if operator == "-":
-        if not width:
-            swap = [f"{b}-{a}"] if a < b else []
-            return swap + [step("-", digits, borrow) for digits, borrow, _ in subtraction_columns(max(a, b), min(a, b))]
-        # a - b first, whatever the sign: its last column borrows exactly when the result is negative, which is
-        # then worked again as b - a; the sign is read off one step instead of a comparison of whole numbers
-        write = lambda value: f"{value:+03d}"  # noqa: E731 (a column's difference is in -10 .. 9)
-        steps = [step("-", digits, borrow, write, 1) for digits, borrow, _ in subtraction_columns(a, b, width)]
-        if a < b:
-            steps += [f"{b:0{width}d}-{a:0{width}d}"] + [step("-", digits, borrow, write, 1)
-                                                         for digits, borrow, _ in subtraction_columns(b, a, width)]
-        return steps
+        return subtraction_steps(a, b, step, width)
     pad = width or 1  # zero-padding to 1 digit writes a number as it is
     partials = [(digit, a * int(digit)) for digit in reversed(f"{b:0{pad}d}")]
     partial_pad, product_pad = (width + 1, 2 * width) if width else (1, 1)
     shifted = "+".join(f"{partial * 10 ** place:0{product_pad}d}" for place, (_, partial) in enumerate(partials))
     return ([f"{a:0{pad}d}*{digit}={partial:0{partial_pad}d}" for digit, partial in partials]
             + [f"{shifted}={a * b:0{product_pad}d}"])
+
+
+def subtraction_steps(a, b, step, width=None):
+    """The steps of a - b: unpadded, the larger operand minus the smaller, after a swap step when a < b; padded,
+    a - b first whatever the sign (its last column borrows exactly when the result is negative), then, when
+    negative, the swap and b - a: the sign is read off one step instead of a comparison of whole numbers."""
+    style = (lambda value: f"{value:+03d}", 1) if width else ()  # padded: a column's difference is in -10 .. 9
+
+    def worked(x, y):
+        return [step("-", digits, borrow, *style) for digits, borrow, _ in subtraction_columns(x, y, width)]
+
+    if not width:
+        return ([f"{b}-{a}"] if a < b else []) + worked(max(a, b), min(a, b))
+    return worked(a, b) + ([f"{b:0{width}d}-{a:0{width}d}", *worked(b, a)] if a < b else [])
 
 
 def column_terms(digits, carry, carry_digits=None):
