@@ -130,7 +130,7 @@ class TrainingRow:
             if timed:
                 self.step_seconds.append(end - start)
                 self.loading_seconds.append(loaded - start)
-                self.tokens.append(sum(inputs.numel() for inputs, _, _ in micro_batches))
+                self.tokens.append(sum(inputs.numel() for inputs, *_ in micro_batches))
 
     def profile(self, steps, top=12):
         """torch.profiler over `steps` steps: the top operators by own time, per step, and their share of the step."""

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from src.errors import ConfigError, DataError
 from src.files import atomic_open
 from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key,
-                          is_padded, is_scratchpad, num_carries, operand_count_for_digits, parse_prompt,
-                          prompt_operator, smallest_with_digits, split_example)
+                          answer_reversed, is_padded, is_scratchpad, multiplication_running_sums, num_carries,
+                          operand_count_for_digits, parse_prompt, prompt_operator, smallest_with_digits,
+                          split_example)
 from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
@@ -425,6 +426,29 @@ class ArithmeticDataset:
         positions = torch.arange(longest)
         is_answer = (positions >= self.prompt_lengths[:, None]) & (positions < self.lengths[:, None])
         self.targets = torch.where(is_answer, self.tokens, IGNORE_INDEX)
+        self.running_sums = None  # targets of the running-sum probe, from add_running_sums
+
+    def add_running_sums(self):
+        """Adds the targets of the running-sum probe (train.py --running-sum-loss): at each answer digit of a
+        two-operand multiplication, the column total whose last digit it is (problems.multiplication_running_sums);
+        NaN at every other position. Returns how many problems have them."""
+        if is_scratchpad(self.format):
+            raise ConfigError(f"{self.source}: the running-sum loss reads answers written without a scratchpad, "
+                              f"and this data has the {self.format!r} format")
+        running_sums = torch.full(self.tokens.shape, math.nan)
+        count = 0
+        for row, (prompt, answer) in enumerate(zip(self.prompts, self.answers)):
+            if prompt_operator(prompt) != "*" or prompt.count("*") != 1:
+                continue
+            problem = parse_prompt(prompt, self.format)
+            totals = multiplication_running_sums(*problem.operands, len(answer))
+            places = range(len(answer)) if answer_reversed(self.format) else reversed(range(len(answer)))
+            start = int(self.prompt_lengths[row])  # a digit is one token
+            running_sums[row, start:start + len(answer)] = torch.tensor([totals[place] for place in places],
+                                                                         dtype=torch.float)
+            count += 1
+        self.running_sums = running_sums.to(self.tokens.device)
+        return count
 
     @classmethod
     def from_file(cls, path, tokenizer, max_length, contents=None):
@@ -447,11 +471,14 @@ class ArithmeticDataset:
         subset.lengths, subset.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
         device_rows = rows.to(self.tokens.device)
         subset.tokens, subset.targets = self.tokens[device_rows], self.targets[device_rows]
+        subset.running_sums = None if self.running_sums is None else self.running_sums[device_rows]
         return subset
 
     def to(self, device):
         """Moves the token tensors to `device`; lengths stay on the CPU, where batches are cut without a device sync."""
         self.tokens, self.targets = self.tokens.to(device), self.targets.to(device)
+        if self.running_sums is not None:
+            self.running_sums = self.running_sums.to(device)
         return self
 
     @property
@@ -474,9 +501,11 @@ class ArithmeticDataset:
         return len(first) - len(first.lstrip("0123456789"))  # the digits before the first operator
 
     def batch(self, indices, device_indices=None):
-        """(inputs, targets), both [batch, longest-in-batch - 1]: padding only to the longest sequence here.
+        """(inputs, targets, running sums), each [batch, longest-in-batch - 1]: padding only to the longest sequence
+        here; the running sums, aligned with the targets, are None unless add_running_sums gave the dataset some.
         `indices` are on the CPU; `device_indices`, the same already on the tensors' device, spare a CUDA run the
         blocking copy of the index that each batch would otherwise cost."""
         longest = int(self.lengths[indices].max())
         rows = indices if device_indices is None else device_indices
-        return self.tokens[rows, : longest - 1], self.targets[rows, 1:longest]
+        running_sums = None if self.running_sums is None else self.running_sums[rows, 1:longest]
+        return self.tokens[rows, : longest - 1], self.targets[rows, 1:longest], running_sums

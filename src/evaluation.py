@@ -20,7 +20,7 @@ def teacher_forced_counts(model, dataset, batch_size, device, precision):
     loss_sum, correct, total = 0.0, 0, 0
     by_length = dataset.lengths.argsort()  # batches of similar length pad little
     for start in range(0, len(dataset), batch_size):
-        inputs, targets = dataset.batch(by_length[start:start + batch_size])
+        inputs, targets, _ = dataset.batch(by_length[start:start + batch_size])
         inputs, targets = inputs.to(device), targets.to(device)
         with autocast(device, precision):
             logits, _ = model(inputs)

@@ -42,6 +42,7 @@ class ModelConfig:
     pos_encoding: str = "learned"  # one of POS_ENCODINGS
     digit_positions: int = 128  # abacus: places 0..this - 1: an addition of two numbers of this - 3 digits
     place_bias: bool = True  # abacus: penalise attention between digits by the distance of their places
+    running_sum_loss: float = 0.0  # weight of the running-sum probe's regression loss in training; 0: no probe
 
 
 # Shapes from the seed README's table; "tiny" is for tests and smoke runs.
@@ -230,6 +231,8 @@ class Transformer(nn.Module):
         self.ln_final = nn.LayerNorm(config.hidden_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2
+        if config.running_sum_loss:  # a linear probe, trained to read the running sum off the last hidden state
+            self.running_sum_probe = nn.Linear(config.hidden_size, 1)
         self.apply(self._init_weights)
         # GPT-2's scaled init of the projections that write into the residual stream.
         for name, parameter in self.named_parameters():
@@ -283,9 +286,11 @@ class Transformer(nn.Module):
                              f"{self.config.digit_positions - 1} (set --digit-positions when training)")
         return x + self.digit_place_codes[places], None, bias
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, cache=None, running_sums=None):
         """idx: [batch, length] token ids, continuing what `cache` holds if one is given.
-        Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None)."""
+        Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None). With `running_sums`
+        (aligned with the targets, NaN where there is none) and a probe, the loss adds running_sum_loss x the
+        probe's mean squared error, in tens (carries)."""
         start = cache.length if cache is not None else 0
         x, rotary, bias = self.embed(idx, start, cache)
         x = self.dropout(x)
@@ -297,13 +302,24 @@ class Transformer(nn.Module):
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        if running_sums is not None and self.config.running_sum_loss:
+            loss = loss + self.config.running_sum_loss * self.running_sum_error(x, running_sums)
         return logits, loss
+
+    def running_sum_error(self, hidden, running_sums):
+        """Mean squared error of the probe's reading of `hidden` against the running sums / 10, over the positions
+        that have one. Masked rather than indexed, so that the probe is in every step's graph (DDP needs each
+        parameter to get a gradient) and no host sync is needed."""
+        has_sum = running_sums.isfinite()
+        error = self.running_sum_probe(hidden).squeeze(-1).float() - running_sums.nan_to_num() / 10
+        return (error.square() * has_sum).sum() / has_sum.sum().clamp(min=1)
 
 
 def build_model_config(model_size, vocab_size, max_length, dropout=0.0, pos_encoding="learned",
-                       digit_positions=ModelConfig.digit_positions, place_bias=ModelConfig.place_bias):
+                       digit_positions=ModelConfig.digit_positions, place_bias=ModelConfig.place_bias,
+                       running_sum_loss=0.0):
     if model_size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {model_size!r}; choose from {', '.join(MODEL_SIZES)}")
     return ModelConfig(vocab_size=vocab_size, max_length=max_length, dropout=dropout,
                        pos_encoding=pos_encoding, digit_positions=digit_positions, place_bias=place_bias,
-                       **MODEL_SIZES[model_size])
+                       running_sum_loss=running_sum_loss, **MODEL_SIZES[model_size])

@@ -191,6 +191,21 @@ def subtraction_columns(larger, smaller, width=None):
     return columns
 
 
+def multiplication_running_sums(a, b, num_places):
+    """The column totals of a * b, least significant place first, for `num_places` places: place k's total is
+    the sum of the digit products a_i * b_j with i + j = k plus the carry from place k - 1. Its last digit is the
+    answer's digit k, the rest is the next carry: the "running sum" that Bai et al. (2025) found a model must
+    represent to multiply, and that --running-sum-loss teaches it to."""
+    a_digits, b_digits = (list(map(int, str(x)[::-1])) for x in (a, b))
+    totals, carry = [], 0
+    for place in range(num_places):
+        total = carry + sum(digit * b_digits[place - i] for i, digit in enumerate(a_digits)
+                            if 0 <= place - i < len(b_digits))
+        totals.append(total)
+        carry = total // 10
+    return totals
+
+
 def num_carries(problem):
     """Carries of an addition (columns passing something on), borrows of a two-operand subtraction (of the larger
     operand minus the smaller); None for multiplication and longer subtractions, which have no single count."""

@@ -45,6 +45,7 @@ class TrainConfig:
     pos_encoding: str = "learned"
     digit_positions: int = 128  # abacus only
     no_place_bias: bool = False  # abacus only
+    running_sum_loss: float = 0.0  # weight of the running-sum probe's loss (multiplication); 0: none
     batch_size: int = 32  # per process
     gradient_accumulation_steps: int = 1
     eval_batch_size: int = 64
@@ -80,6 +81,8 @@ class TrainConfig:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.min_learning_rate_ratio <= 1:
             problems.append(f"--min-learning-rate-ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
+        if self.running_sum_loss < 0:
+            problems.append(f"--running-sum-loss must not be negative, got {self.running_sum_loss}")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
                             "--warmup-steps not negative")
@@ -138,7 +141,7 @@ def epoch_order(num_examples, seed, epoch, lengths=None, batch_size=None):
 
 def step_batches(dataset, order, batch_size, ranks=Ranks(), accumulation_steps=1, first_example=0):
     """The optimizer steps of one epoch, from example `first_example` of its order on: for each step, this rank's
-    micro-batches [(inputs, targets, weight)] and the number of examples the whole step covers.
+    micro-batches [(inputs, targets, running sums, weight)] and the number of examples the whole step covers.
 
     A step takes the next batch_size x world_size x accumulation_steps examples of the order (every rank computes
     the same order) and cuts them into that many equal parts: part k x world_size + rank is this rank's micro-step
@@ -274,11 +277,11 @@ def train_step(model, optimizer, scaler, micro_batches, learning_rate, config, d
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
     loss_share = torch.zeros((), device=device)
-    for index, (inputs, targets, weight) in enumerate(micro_batches):
+    for index, (inputs, targets, running_sums, weight) in enumerate(micro_batches):
         accumulating = isinstance(model, DistributedDataParallel) and index < len(micro_batches) - 1
         with model.no_sync() if accumulating else contextlib.nullcontext():
             with autocast(device, precision):
-                _, loss = model(inputs, targets)
+                _, loss = model(inputs, targets, running_sums=running_sums)
             scaler.scale(loss * weight).backward()
         loss_share += loss.detach() * weight
     scaler.unscale_(optimizer)
@@ -423,6 +426,12 @@ def train(config, explicit_flags=frozenset()):
         dataset.to(device)
     data_format = datasets["train"].format
     check_digit_places(datasets, config)
+    if config.running_sum_loss:
+        with_sums = datasets["train"].add_running_sums()
+        if not with_sums:
+            raise ConfigError(f"--running-sum-loss: {split_path(config.data_dir, 'train')} has no two-operand "
+                              f"multiplication, the only problems with running sums")
+        log.info(f"running-sum probe: {with_sums} of {len(datasets['train'])} training problems have running sums")
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
 
@@ -431,7 +440,8 @@ def train(config, explicit_flags=frozenset()):
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     model_config = build_model_config(config.model_size, len(tokenizer), config.max_length, config.dropout,
-                                      config.pos_encoding, config.digit_positions, not config.no_place_bias)
+                                      config.pos_encoding, config.digit_positions, not config.no_place_bias,
+                                      config.running_sum_loss)
     model = Transformer(model_config).to(device)
     edge_sets = edge_case_datasets(datasets["val"], tokenizer, config.max_length, model.digit_place_limit)
     if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
@@ -538,7 +548,7 @@ def train(config, explicit_flags=frozenset()):
                 loss_sum += loss
                 grad_norm_sum += grad_norm
                 interval_steps += 1
-                interval_tokens += sum(inputs.numel() for inputs, _, _ in micro_batches)
+                interval_tokens += sum(inputs.numel() for inputs, *_ in micro_batches)
                 stopping = stop_requested_anywhere(stop, ranks, device)
 
                 if step % config.logging_steps == 0 or step == total_steps:

@@ -84,8 +84,8 @@ def test_written_files_record_their_config(tmp_path):
 def test_batch_targets_cover_only_answer_tokens_and_pad_to_longest_in_batch():
     tokenizer = Tokenizer()
     dataset = ArithmeticDataset(["1+2=3<end>", "12+34=46<end>", "5+5=10<end>"], tokenizer, max_length=32)
-    inputs, targets = dataset.batch(torch.tensor([0, 2]))
-    assert inputs.shape == (2, 6)  # "5+5=10<end>" has 7 tokens: inputs drop the last
+    inputs, targets, running_sums = dataset.batch(torch.tensor([0, 2]))
+    assert running_sums is None and inputs.shape == (2, 6)  # "5+5=10<end>" has 7 tokens: inputs drop the last
     assert tokenizer.decode(inputs[1]) == "5+5=10"
     # target j is token j+1; only the answer "10" and <end> are learned
     assert targets[1].tolist() == [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX] + tokenizer.encode("10<end>")
@@ -279,3 +279,36 @@ def test_test_only_writes_every_problem_to_the_test_split(tmp_path):
     assert list(splits) == ["test"] and len(splits["test"]) == 50
     write_splits(tmp_path, splits, config)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["test.json"]
+
+
+@pytest.mark.parametrize("data_format", ["plain", "reversed", "padded", "padded-reversed-all"])
+def test_running_sums_sit_at_the_answer_digits_of_multiplications_only(data_format):
+    examples = generate_splits(DataConfig(num_examples=300, max_digits=3, operations="+,*", format=data_format,
+                                          seed=5))["train"]
+    tokenizer = Tokenizer(vocab_for(examples))
+    dataset = ArithmeticDataset(examples, tokenizer, None, data_format=data_format)
+    assert dataset.add_running_sums() == sum("*" in text for text in examples) > 0
+    for row, (prompt, answer) in enumerate(zip(dataset.prompts, dataset.answers)):
+        has_sum = dataset.running_sums[row].isfinite()
+        if "+" in prompt:
+            assert not has_sum.any()
+            continue
+        start = len(prompt)
+        assert has_sum.nonzero().flatten().tolist() == list(range(start, start + len(answer)))
+        sums = dataset.running_sums[row, start:start + len(answer)].long().tolist()
+        assert "".join(str(total % 10) for total in sums) == answer  # each total ends in its digit
+        in_place_order = sums if "reversed" in data_format else sums[::-1]
+        assert all(total // 10 <= later for total, later in zip(in_place_order, in_place_order[1:]))  # carries in
+    inputs, targets, running_sums = dataset.batch(torch.arange(len(dataset)))
+    is_digit_target = (targets >= 0) & (targets != tokenizer.end_id)  # answer tokens other than <end>
+    times = torch.tensor(["*" in prompt for prompt in dataset.prompts])[:, None]
+    assert torch.equal(running_sums.isfinite(), is_digit_target & times)  # aligned with the targets
+
+
+def test_running_sums_of_a_scratchpad_format_are_a_config_error():
+    examples = generate_splits(DataConfig(num_examples=50, operations="*", format="scratchpad", seed=5))["train"]
+    dataset = ArithmeticDataset(examples, Tokenizer(vocab_for(examples)), None, source="x/train.json",
+                                data_format="scratchpad")
+    with pytest.raises(ConfigError, match="x/train.json: the running-sum loss reads answers written without a "
+                                          "scratchpad"):
+        dataset.add_running_sums()

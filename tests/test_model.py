@@ -47,12 +47,33 @@ def test_loss_counts_only_answer_tokens():
     tokenizer = Tokenizer()
     dataset = ArithmeticDataset(["12+34=46<end>", "5+5=10<end>"], tokenizer, max_length=32)
     model = Transformer(build_model_config("tiny", vocab_size=len(tokenizer), max_length=32))
-    inputs, targets = dataset.batch(torch.tensor([0, 1]))
+    inputs, targets, _ = dataset.batch(torch.tensor([0, 1]))
     logits, loss = model(inputs, targets)
     answer_positions = [(0, j) for j in range(5, 8)] + [(1, j) for j in range(3, 6)]
     expected = torch.stack([F.cross_entropy(logits[i, j], dataset.tokens[i, j + 1])
                             for i, j in answer_positions]).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_running_sum_loss_adds_the_probes_squared_error_where_there_are_sums():
+    torch.manual_seed(0)
+    model = Transformer(build_model_config("tiny", vocab_size=14, max_length=16, running_sum_loss=0.5))
+    inputs, targets = torch.randint(0, 14, (3, 10)), torch.randint(0, 14, (3, 10))
+    running_sums = torch.full((3, 10), float("nan"))
+    running_sums[0, 4:8] = torch.tensor([72.0, 116.0, 113.0, 64.0])
+    running_sums[2, 9] = 3.0
+    hidden = []
+    model.ln_final.register_forward_hook(lambda module, args, output: hidden.append(args[0]))
+    _, cross_entropy = model(inputs, targets)
+    _, loss = model(inputs, targets, running_sums=running_sums)
+    has_sum = running_sums.isfinite()
+    probe_reading = model.running_sum_probe(hidden[-1]).squeeze(-1)
+    expected_error = (probe_reading[has_sum] - running_sums[has_sum] / 10).square().mean()
+    torch.testing.assert_close(loss, cross_entropy + 0.5 * expected_error)
+    _, without_sums = model(inputs, targets, running_sums=torch.full((3, 10), float("nan")))
+    torch.testing.assert_close(without_sums, cross_entropy)
+    without_sums.backward()  # the probe is in the graph even without sums (DDP needs a gradient for it)
+    assert torch.count_nonzero(model.running_sum_probe.weight.grad) == 0
 
 
 def test_kv_cache_gives_the_logits_of_a_full_forward_pass():

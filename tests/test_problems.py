@@ -7,7 +7,8 @@ import re
 import pytest
 
 from src.problems import (FORMATS, Problem, answer_width, final_answer, is_padded, is_pairwise, is_scratchpad,
-                          num_carries, parse_prompt, scratchpad_steps, split_example, written_steps)
+                          multiplication_running_sums, num_carries, parse_prompt, scratchpad_steps, split_example,
+                          written_steps)
 
 
 @pytest.mark.parametrize("data_format, addition, subtraction, multiplication", [
@@ -160,3 +161,17 @@ def test_prompts_that_are_not_problems_are_refused():
             parse_prompt(prompt)
     assert parse_prompt("0012*0300=", "padded") == Problem("*", (12, 300))
     assert parse_prompt("21+003=", "reversed-all") == Problem("+", (12, 300))
+
+
+def test_running_sums_are_the_column_totals_of_long_multiplication():
+    assert multiplication_running_sums(658, 189, 6) == [72, 116, 113, 64, 12, 1]  # 8*9, 5*9+8*8+7, ...
+    rng = random.Random(0)
+    for _ in range(2000):
+        a, b = (rng.randrange(10 ** rng.randint(1, 6)) for _ in range(2))
+        places = len(str(a * b)) + 1
+        totals = multiplication_running_sums(a, b, places)
+        carries_in = [0] + [total // 10 for total in totals[:-1]]
+        # without the carries, place k's total is the sum of its digit products: over all places, a * b
+        assert sum((total - carry) * 10 ** k for k, (total, carry) in enumerate(zip(totals, carries_in))) == a * b
+        assert int("".join(str(total % 10) for total in reversed(totals))) == a * b  # last digits: the answer
+        assert totals[-1] == 0  # nothing carried past the product's width

@@ -9,7 +9,8 @@ import signal
 import pytest
 import torch
 
-from src.data import ArithmeticDataset, DataConfig, generate_splits
+from src.checkpoint import load_model
+from src.data import ArithmeticDataset, DataConfig, generate_splits, write_splits
 from src.tokenizer import Tokenizer
 from src.distributed import Ranks
 from src.trainer import TrainConfig, epoch_order, learning_rate_at, step_batches
@@ -127,12 +128,12 @@ def test_step_batches_cover_every_example_once_from_the_resume_point():
     steps = list(step_batches(dataset, order, batch_size=10))
     assert len(steps) == math.ceil(len(dataset) / 10)
     for index, (micro_batches, num_examples) in enumerate(steps):
-        [(inputs, targets, weight)] = micro_batches
+        [(inputs, targets, running_sums, weight)] = micro_batches
         rows = order[index * 10:(index + 1) * 10]
         longest = int(dataset.lengths[rows].max())  # padded only to the longest of its own batch
         assert torch.equal(inputs, dataset.tokens[rows, :longest - 1])
         assert torch.equal(targets, dataset.targets[rows, 1:longest])
-        assert weight == 1.0 and num_examples == len(rows)
+        assert running_sums is None and weight == 1.0 and num_examples == len(rows)
     resumed = list(step_batches(dataset, order, batch_size=10, first_example=40))
     assert len(resumed) == len(steps) - 4
     assert all(torch.equal(a[0][0][0], b[0][0][0]) for a, b in zip(resumed, steps[4:]))
@@ -146,7 +147,7 @@ def test_ranks_and_micro_steps_split_each_global_batch_and_weigh_it_by_answer_to
     for rank in (0, 1):
         for step, (micro_batches, num_examples) in enumerate(
                 step_batches(dataset, order, 4, Ranks(rank, rank, 2), accumulation_steps=2)):
-            for micro_step, (inputs, _, weight) in enumerate(micro_batches):
+            for micro_step, (inputs, _, _, weight) in enumerate(micro_batches):
                 part = torch.tensor_split(torch.arange(step * 16, min(step * 16 + 16, 104)), 4)[micro_step * 2 + rank]
                 assert inputs.shape[0] == len(part)
                 seen += order[part].tolist()
@@ -168,3 +169,26 @@ def test_compiled_training_matches_eager_training(data_dir, tmp_path):
         results[name] = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     losses = {name: [e["train/loss"] for e in history if "train/loss" in e] for name, history in results.items()}
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+
+
+def test_running_sum_probe_learns_to_read_the_column_totals(tmp_path):
+    data_dir, output_dir = tmp_path / "data", tmp_path / "run"
+    config = DataConfig(num_examples=2000, max_digits=2, operations="*", format="padded-reversed-all", seed=0)
+    write_splits(str(data_dir), generate_splits(config), config)
+    trained = run_script("train.py", *train_args(data_dir, output_dir, "--running-sum-loss", 1), home=tmp_path)
+    assert "running-sum probe: 1600 of 1600 training problems have running sums" in trained.stderr
+    model, tokenizer, _, _ = load_model(str(output_dir), "cpu", None)
+    val = ArithmeticDataset.from_file(str(data_dir / "val.json"), tokenizer, None)
+    val.add_running_sums()
+    inputs, targets, running_sums = val.batch(torch.arange(len(val)))
+    with torch.no_grad():
+        probe_error = model(inputs, targets, running_sums=running_sums)[1] - model(inputs, targets)[1]
+    in_tens = running_sums[running_sums.isfinite()] / 10
+    assert probe_error < 0.1 * in_tens.var()  # far better than the best constant guess
+
+
+def test_running_sum_loss_without_multiplication_is_a_clear_error(data_dir, tmp_path):
+    result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--running-sum-loss", 1),
+                        home=tmp_path, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train.json has no two-operand multiplication, the only problems with running sums" in result.stderr
