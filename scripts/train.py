@@ -39,12 +39,12 @@ def build_parser():
                        help="abacus: no attention penalty for the distance between digit places (the digit-place "
                             "vectors alone, as the Abacus paper; generalises far less, see README)")
     model.add_argument("--running-sum-loss", type=float, default=defaults.running_sum_loss,
-                       help="multiplication: a linear probe on the last hidden state learns to read, at each answer "
-                            "digit, its column total (the digit products of that place plus the carry in, in "
-                            "tens), and this weight x its squared error joins the training loss (and the logged "
-                            "train loss): a training-time signal that helps a model without a scratchpad learn "
-                            "the long-range dependencies of multiplication (Bai et al. 2025); 0: off "
-                            "(default: %(default)s)")
+                       help="multiplication: a linear probe on the last hidden state (before the final LayerNorm) "
+                            "learns to read, at each answer digit, its column total (the digit products of that "
+                            "place plus the carry in, in tens), and this weight x its squared error per answer "
+                            "token joins the training loss (and the logged train loss): a training-time signal "
+                            "that helps a model without a scratchpad learn the long-range dependencies of "
+                            "multiplication (Bai et al. 2025); 0: off (default: %(default)s)")
 
     hyper = parser.add_argument_group("training hyperparameters")
     hyper.add_argument("--batch-size", type=int, default=defaults.batch_size,

@@ -231,13 +231,16 @@ class Transformer(nn.Module):
         self.ln_final = nn.LayerNorm(config.hidden_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2
-        if config.running_sum_loss:  # a linear probe, trained to read the running sum off the last hidden state
-            self.running_sum_probe = nn.Linear(config.hidden_size, 1)
         self.apply(self._init_weights)
         # GPT-2's scaled init of the projections that write into the residual stream.
         for name, parameter in self.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.num_layers))
+        if config.running_sum_loss:  # a linear probe that learns to read the running sums off the last hidden state
+            with torch.random.fork_rng(devices=[]):  # built last, from zeros: the rest starts as it would without it
+                self.running_sum_probe = nn.Linear(config.hidden_size, 1)
+            nn.init.zeros_(self.running_sum_probe.weight)
+            nn.init.zeros_(self.running_sum_probe.bias)
 
     @staticmethod
     def _init_weights(module):
@@ -290,7 +293,7 @@ class Transformer(nn.Module):
         """idx: [batch, length] token ids, continuing what `cache` holds if one is given.
         Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None). With `running_sums`
         (aligned with the targets, NaN where there is none) and a probe, the loss adds running_sum_loss x the
-        probe's mean squared error, in tens (carries)."""
+        probe's squared error (see running_sum_error)."""
         start = cache.length if cache is not None else 0
         x, rotary, bias = self.embed(idx, start, cache)
         x = self.dropout(x)
@@ -303,16 +306,21 @@ class Transformer(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
         if running_sums is not None and self.config.running_sum_loss:
-            loss = loss + self.config.running_sum_loss * self.running_sum_error(x, running_sums)
+            loss = loss + self.config.running_sum_loss * self.running_sum_error(x, running_sums, targets)
         return logits, loss
 
-    def running_sum_error(self, hidden, running_sums):
-        """Mean squared error of the probe's reading of `hidden` against the running sums / 10, over the positions
-        that have one. Masked rather than indexed, so that the probe is in every step's graph (DDP needs each
-        parameter to get a gradient) and no host sync is needed."""
+    def running_sum_error(self, hidden, running_sums, targets):
+        """The squared error of the probe's reading of `hidden` (the last block's output, before the final
+        LayerNorm) against the running sums in tens, summed over the positions that have one and divided by the
+        answer tokens: so it is weighed across micro-batches and ranks as the cross-entropy is, whatever the mix of
+        operations. In fp32 under autocast too: bf16 would round a total of 160 to steps of 1.25. Masked rather
+        than indexed, so that the probe is in every step's graph (DDP needs each parameter to get a gradient) and
+        no host sync is needed."""
         has_sum = running_sums.isfinite()
-        error = self.running_sum_probe(hidden).squeeze(-1).float() - running_sums.nan_to_num() / 10
-        return (error.square() * has_sum).sum() / has_sum.sum().clamp(min=1)
+        with torch.autocast(hidden.device.type, enabled=False):
+            reading = self.running_sum_probe(hidden.float()).squeeze(-1)
+        error = reading - running_sums.nan_to_num() / 10
+        return (error.square() * has_sum).sum() / (targets != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def build_model_config(model_size, vocab_size, max_length, dropout=0.0, pos_encoding="learned",

@@ -81,8 +81,8 @@ class TrainConfig:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.min_learning_rate_ratio <= 1:
             problems.append(f"--min-learning-rate-ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
-        if self.running_sum_loss < 0:
-            problems.append(f"--running-sum-loss must not be negative, got {self.running_sum_loss}")
+        if not (math.isfinite(self.running_sum_loss) and self.running_sum_loss >= 0):
+            problems.append(f"--running-sum-loss must be a number >= 0, got {self.running_sum_loss}")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
                             "--warmup-steps not negative")

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.data import ArithmeticDataset
+from src.data import IGNORE_INDEX, ArithmeticDataset
 from src.model import (MODEL_SIZES, KVCache, Transformer, build_model_config, digit_places, place_distance_bias,
                        random_place_offsets, rotary_angles, rotate)
 from src.tokenizer import DEFAULT_VOCAB, Tokenizer
@@ -55,10 +55,12 @@ def test_loss_counts_only_answer_tokens():
     torch.testing.assert_close(loss, expected)
 
 
-def test_running_sum_loss_adds_the_probes_squared_error_where_there_are_sums():
+def test_running_sum_loss_adds_the_probes_squared_error_per_answer_token():
     torch.manual_seed(0)
     model = Transformer(build_model_config("tiny", vocab_size=14, max_length=16, running_sum_loss=0.5))
+    torch.nn.init.normal_(model.running_sum_probe.weight)  # it starts at zero
     inputs, targets = torch.randint(0, 14, (3, 10)), torch.randint(0, 14, (3, 10))
+    targets[1, :4] = IGNORE_INDEX  # 26 answer tokens
     running_sums = torch.full((3, 10), float("nan"))
     running_sums[0, 4:8] = torch.tensor([72.0, 116.0, 113.0, 64.0])
     running_sums[2, 9] = 3.0
@@ -68,12 +70,28 @@ def test_running_sum_loss_adds_the_probes_squared_error_where_there_are_sums():
     _, loss = model(inputs, targets, running_sums=running_sums)
     has_sum = running_sums.isfinite()
     probe_reading = model.running_sum_probe(hidden[-1]).squeeze(-1)
-    expected_error = (probe_reading[has_sum] - running_sums[has_sum] / 10).square().mean()
+    expected_error = (probe_reading[has_sum] - running_sums[has_sum] / 10).square().sum() / 26
     torch.testing.assert_close(loss, cross_entropy + 0.5 * expected_error)
+    with torch.autocast("cpu", torch.bfloat16):  # the probe reads in fp32 all the same
+        _, cross_entropy = model(inputs, targets)
+        _, loss = model(inputs, targets, running_sums=running_sums)
+    probe_reading = model.running_sum_probe(hidden[-1].float()).squeeze(-1)
+    expected_error = (probe_reading[has_sum] - running_sums[has_sum] / 10).square().sum() / 26
+    torch.testing.assert_close(loss - cross_entropy, 0.5 * expected_error, rtol=1e-5, atol=1e-5)
     _, without_sums = model(inputs, targets, running_sums=torch.full((3, 10), float("nan")))
-    torch.testing.assert_close(without_sums, cross_entropy)
     without_sums.backward()  # the probe is in the graph even without sums (DDP needs a gradient for it)
     assert torch.count_nonzero(model.running_sum_probe.weight.grad) == 0
+
+
+def test_the_probe_leaves_the_models_initialisation_as_it_was():
+    torch.manual_seed(0)
+    plain = Transformer(build_model_config("tiny", vocab_size=14, max_length=16)).state_dict()
+    after_plain = torch.rand(1)
+    torch.manual_seed(0)
+    probed = Transformer(build_model_config("tiny", vocab_size=14, max_length=16, running_sum_loss=1)).state_dict()
+    assert torch.equal(torch.rand(1), after_plain)  # the random stream goes on where it would without the probe
+    assert set(probed) - set(plain) == {"running_sum_probe.weight", "running_sum_probe.bias"}
+    assert all(torch.equal(plain[name], probed[name]) for name in plain)
 
 
 def test_kv_cache_gives_the_logits_of_a_full_forward_pass():

@@ -136,7 +136,7 @@ def test_evaluate_reports_bad_data_in_one_line(tmp_path, reference_run):
     ("train.py", ["--device", "cuda"] if not torch.cuda.is_available() else ["--num-epochs", 0],
      "no CUDA device is available" if not torch.cuda.is_available() else "--num-epochs must be at least 1"),
     ("train.py", ["--no-place-bias"], "--no-place-bias applies to --pos-encoding abacus only"),
-    ("train.py", ["--running-sum-loss", -1], "--running-sum-loss must not be negative, got -1.0"),
+    ("train.py", ["--running-sum-loss", -1], "--running-sum-loss must be a number >= 0, got -1.0"),
     ("generate_data.py", ["--val-fraction", 1.5], "--val-fraction and --test-fraction must be in (0, 1)"),
     ("generate_data.py", ["--max-digits", 1001], "--max-digits must be between 1 and 1000, got 1001"),
     ("generate_data.py", ["--min-digits", 3, "--max-digits", 2], "--min-digits must be between 1 and --max-digits (2), got 3"),
