@@ -438,9 +438,9 @@ class ArithmeticDataset:
         running_sums = torch.full(self.tokens.shape, math.nan)
         count = 0
         for row, (prompt, answer) in enumerate(zip(self.prompts, self.answers)):
-            if prompt_operator(prompt) != "*" or prompt.count("*") != 1:
-                continue
             problem = parse_prompt(prompt, self.format)
+            if problem.operator != "*" or len(problem.operands) != 2:
+                continue
             totals = multiplication_running_sums(*problem.operands, len(answer))
             places = range(len(answer)) if answer_reversed(self.format) else reversed(range(len(answer)))
             start = int(self.prompt_lengths[row])  # a digit is one token
