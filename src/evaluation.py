@@ -1,5 +1,6 @@
 """Metrics over a whole split: loss and token accuracy (teacher-forced), and exact match (greedy generation) in
-total and by operation, operand lengths, carries and number of operands, with the worst cells and some mistakes."""
+total and by operation, operand lengths, carries and number of operands, with the worst cells and some mistakes;
+and how often each answer digit is right, by place."""
 
 from collections import Counter, defaultdict
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from src.data import IGNORE_INDEX
 from src.distributed import all_gather_objects
 from src.generation import greedy_generate
-from src.problems import cell_sort_key, final_answer, is_scratchpad, num_carries, written_steps
+from src.problems import answer_places, cell_sort_key, final_answer, is_scratchpad, num_carries, written_steps
 from src.runtime import autocast
 
 
@@ -57,13 +58,14 @@ def generate_answers(model, dataset, tokenizer, batch_size, device, precision):
     return answers
 
 
-def cell(correct, count):
-    return {"exact_match": correct / count, "count": count}
+def cell(correct, count, metric="exact_match"):
+    return {metric: correct / count, "count": count}
 
 
 def tally(dataset, predictions, num_mistakes):
-    """Counts of right final answers by operation, operand lengths and carries; scratchpad step counts; mistakes.
-    Counters and sums only, so that the tallies of shards add up to the whole split's."""
+    """Counts of right final answers by operation, operand lengths and carries, and of right answer digits by
+    operation and place (key ("place", operator, place)); scratchpad step counts; mistakes. Counters and sums only,
+    so that the tallies of shards add up to the whole split's."""
     correct, count = Counter(), Counter()
     steps = Counter()
     mistakes = []
@@ -78,6 +80,11 @@ def tally(dataset, predictions, num_mistakes):
         for key in keys:
             count[key] += 1
             correct[key] += right
+        # Which digits go wrong: a model that multiplies may get the ends right and the middle places at chance.
+        predicted_places = answer_places(predicted, dataset.format)
+        for place, digit in enumerate(answer_places(answer, dataset.format)):
+            count[("place", operator, place)] += 1
+            correct[("place", operator, place)] += predicted_places[place:place + 1] == digit
         expected_steps = written_steps(answer)
         if expected_steps:
             predicted_steps = written_steps(predicted)
@@ -90,7 +97,7 @@ def tally(dataset, predictions, num_mistakes):
     return correct, count, steps, mistakes
 
 
-def breakdown(correct, count, kind):
+def breakdown(correct, count, kind, metric="exact_match"):
     """{key: cell} for the counters' keys of this kind, e.g. kind "operation" -> {"+": {...}, "-": {...}}."""
     cells = {}
     for key in sorted((key for key in count if key[0] == kind), key=lambda key: [cell_sort_key(k) for k in key[1:]]):
@@ -98,7 +105,7 @@ def breakdown(correct, count, kind):
         target = cells
         for part in outer:
             target = target.setdefault(part, {})
-        target[str(inner)] = cell(correct[key], count[key])
+        target[str(inner)] = cell(correct[key], count[key], metric)
     return cells
 
 
@@ -139,6 +146,7 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
         "exact_match_by_carries": breakdown(correct, count, "carries"),
         "exact_match_by_num_operands": breakdown(correct, count, "operands"),
         "exact_match_by_length": breakdown(correct, count, "length"),  # digits of the longest operand
+        "digit_accuracy_by_place": breakdown(correct, count, "place", "accuracy"),  # place 0: units
         "worst_cells": worst_cells(grid),
         "mistakes": mistakes,
     }
@@ -164,7 +172,7 @@ def evaluate_edge_cases(model, edge_sets, tokenizer, batch_size, device, precisi
 
 def scalar_metrics(results, prefix):
     """The results as flat {name: number} for W&B: totals, then each operation, two-operand cell, carry count,
-    number of operands, edge case and scratchpad score."""
+    number of operands, answer digit place, edge case and scratchpad score."""
     metrics = {f"{prefix}/{key}": results[key] for key in ("loss", "token_accuracy", "exact_match")}
     for operator, values in results["exact_match_by_operation"].items():
         metrics[f"{prefix}/exact_match/{operator}"] = values["exact_match"]
@@ -177,6 +185,8 @@ def scalar_metrics(results, prefix):
         metrics.update({f"{prefix}/by_operands/{n}": c["exact_match"] for n, c in by_operands.items()})
     for operator, cells in results["exact_match_by_carries"].items():
         metrics.update({f"{prefix}/by_carries/{operator}/{n}": c["exact_match"] for n, c in cells.items()})
+    for operator, places in results["digit_accuracy_by_place"].items():
+        metrics.update({f"{prefix}/digit_accuracy/{operator}/{place}": c["accuracy"] for place, c in places.items()})
     for name, value in results.get("scratchpad", {}).items():
         metrics[f"{prefix}/scratchpad/{name}"] = value
     if "edge_cases" in results:
@@ -206,14 +216,17 @@ def length_bands(by_length, band):
 
 
 def log_report(results, log, split):
-    """The numbers a reader looks at first: per operation, carries, scratchpad steps, edge cases, worst cells and
-    mistakes (the totals are logged by the caller)."""
+    """The numbers a reader looks at first: per operation, carries, answer digits by place, scratchpad steps, edge
+    cases, worst cells and mistakes (the totals are logged by the caller)."""
     for operator, values in results["exact_match_by_operation"].items():
         carries = results["exact_match_by_carries"].get(operator, {})
         by_carries = " | by carries " + " ".join(f"{n}:{c['exact_match']:.3f}" for n, c in carries.items()) \
             if carries else ""
         log.info(f"{split} {operator}: exact match {values['exact_match']:.4f} ({values['count']} problems)"
                  f"{by_carries}")
+    for operator, places in results["digit_accuracy_by_place"].items():
+        log.info(f"{split} {operator}: answer digits right by place (units first) " +
+                 " ".join(f"{place}:{c['accuracy']:.3f}" for place, c in places.items()))
     if "scratchpad" in results:
         log.info(f"{split} scratchpad: all steps right {results['scratchpad']['steps_exact_match']:.4f} | "
                  f"step accuracy {results['scratchpad']['step_accuracy']:.4f}")

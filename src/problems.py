@@ -153,6 +153,13 @@ def final_answer(answer):
     return answer.rpartition(THINK_END)[2] if THINK_START in answer else answer
 
 
+def answer_places(answer, data_format):
+    """The final answer's digits by place, units first, sign dropped: '-847' -> '748' in the plain format; a
+    reversed answer already reads so. Padded answers keep their leading zeros as places."""
+    digits = final_answer(answer).lstrip("-")
+    return digits if answer_reversed(data_format) else digits[::-1]
+
+
 def written_steps(answer):
     """The steps between <think> and </think>, as a list (empty without a scratchpad)."""
     if not answer.startswith(THINK_START):

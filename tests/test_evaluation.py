@@ -66,6 +66,11 @@ def test_metrics_on_a_known_case():
     }
     assert results["mistakes"] == [{"prompt": "12+34=", "expected": "46", "predicted": "47"},
                                    {"prompt": "50+50=", "expected": "100", "predicted": "10"}]
+    # answer digits by place, units first: 47 for 46 misses the units; 10 for 100 (read 0, 1) misses the tens and
+    # the hundreds it does not write
+    assert results["digit_accuracy_by_place"] == {"+": {"0": {"accuracy": 4 / 5, "count": 5},
+                                                        "1": {"accuracy": pytest.approx(2 / 3), "count": 3},
+                                                        "2": {"accuracy": 0.0, "count": 1}}}
 
 
 def test_breakdown_by_operation_cell_carries_and_scratchpad_steps():
@@ -90,9 +95,31 @@ def test_breakdown_by_operation_cell_carries_and_scratchpad_steps():
     assert results["worst_cells"] == [{"operation": "*", "operand_digits": "2x2", "exact_match": 0.0, "count": 1}]
     # steps: 58+67 has 2 (one wrong), 3+4 has 1, 12-307 has 4, 12*34 has 3: 9 of 10 right, 3 of 4 problems
     assert results["scratchpad"] == {"steps_exact_match": 0.75, "step_accuracy": 0.9}
+    # the final answer's digits, not the steps': 409 for 408 misses the units only
+    assert results["digit_accuracy_by_place"]["*"] == {"0": {"accuracy": 0.0, "count": 1},
+                                                       "1": {"accuracy": 1.0, "count": 1},
+                                                       "2": {"accuracy": 1.0, "count": 1}}
     metrics = scalar_metrics(results | {"edge_cases": {"exact_match": 1.0, "by_kind": {}}}, "val")
     assert metrics["val/exact_match/*"] == 0.0 and metrics["val/by_digits/+/2x2"] == 1.0
     assert metrics["val/by_carries/-/1"] == 1.0 and metrics["val/scratchpad/step_accuracy"] == 0.9
+    assert metrics["val/digit_accuracy/*/0"] == 0.0 and metrics["val/digit_accuracy/*/2"] == 1.0
+
+
+def test_digit_places_of_reversed_and_padded_answers():
+    """Reversed answers are read from the front, a sign is not a digit, and padding zeros are places."""
+    problems = [Problem("-", (12, 307)), Problem("-", (307, 12)), Problem("*", (12, 34))]
+    examples = [problem.render("padded-reversed-all", 3) for problem in problems]  # =-592 =592 =804000
+    tokenizer = Tokenizer(vocab_for(examples))
+    answers = {prompt: answer for prompt, answer in map(split_example, examples)}
+    answers["210-703="] = "-599"  # the hundreds digit wrong: 995 for 295
+    answers["210*430="] = "80400"  # one padding zero short
+    dataset = ArithmeticDataset(examples, tokenizer, max_length=32, data_format="padded-reversed-all")
+    results = evaluate(TableModel(tokenizer, answers), dataset, tokenizer, batch_size=3, device=CPU,
+                       precision=select_precision(CPU))
+    places = results["digit_accuracy_by_place"]
+    assert places["-"] == {"0": {"accuracy": 1.0, "count": 2}, "1": {"accuracy": 1.0, "count": 2},
+                           "2": {"accuracy": 0.5, "count": 2}}
+    assert [places["*"][str(place)]["accuracy"] for place in range(6)] == [1, 1, 1, 1, 1, 0]
 
 
 def test_edge_cases_hold_what_their_names_promise():

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from src.problems import (FORMATS, Problem, answer_width, final_answer, is_padded, is_pairwise, is_scratchpad,
+from src.problems import (FORMATS, Problem, answer_places, answer_width, final_answer, is_padded, is_pairwise, is_scratchpad,
                           multiplication_running_sums, num_carries, parse_prompt, scratchpad_steps, split_example,
                           written_steps)
 
@@ -53,6 +53,8 @@ def test_random_problems_read_back_and_their_answers_decode_to_the_result(data_f
         problem = Problem(operator, tuple(rng.randrange(10 ** rng.randint(1, 5)) for _ in range(num_operands)))
         prompt, answer = split_example(problem.render(data_format, width=5))
         assert parse_prompt(prompt, data_format) == problem
+        places = answer_places(answer, data_format)  # units first, in every format
+        assert int(places[::-1]) == abs(problem.result) and len(places) == len(final_answer(answer).lstrip("-"))
         answer = final_answer(answer)
         sign, digits = ("-", answer[1:]) if answer.startswith("-") else ("", answer)
         if "reversed" in data_format:
