@@ -84,7 +84,7 @@ def tally(dataset, predictions, num_mistakes):
         predicted_places = answer_places(predicted, dataset.format)
         for place, digit in enumerate(answer_places(answer, dataset.format)):
             count[("place", operator, place)] += 1
-            correct[("place", operator, place)] += predicted_places[place:place + 1] == digit
+            correct[("place", operator, place)] += predicted_places[place:place + 1] == digit  # "" if too short
         expected_steps = written_steps(answer)
         if expected_steps:
             predicted_steps = written_steps(predicted)

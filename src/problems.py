@@ -155,7 +155,10 @@ def final_answer(answer):
 
 def answer_places(answer, data_format):
     """The final answer's digits by place, units first, sign dropped: '-847' -> '748' in the plain format; a
-    reversed answer already reads so. Padded answers keep their leading zeros as places."""
+    reversed answer already reads so. Padded answers keep their leading zeros as places. A scratchpad cut off
+    before its </think> has no answer, so no digits."""
+    if THINK_START in answer and THINK_END not in answer:
+        return ""
     digits = final_answer(answer).lstrip("-")
     return digits if answer_reversed(data_format) else digits[::-1]
 

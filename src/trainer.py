@@ -331,8 +331,9 @@ def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precisi
 
 def in_history(metric):
     """What trainer_state.json keeps of each val evaluation: the totals, each operation and the edge cases (the
-    per-cell and per-carry figures are many; W&B has them)."""
-    return not metric.startswith(("val/by_digits/", "val/by_carries/", "val/by_operands/", "val/by_length/"))
+    per-cell, per-carry and per-place figures are many; W&B has them)."""
+    return not metric.startswith(("val/by_digits/", "val/by_carries/", "val/by_operands/", "val/by_length/",
+                                  "val/digit_accuracy/"))
 
 
 def write_trainer_state(state, config, total_steps):

@@ -118,7 +118,8 @@ def test_sharded_evaluation_equals_one_process_on_the_same_split(small_data, two
     run_script("evaluate.py", "--checkpoint", two_process_run, "--data-dir", small_data, "--output-file",
                tmp_path / "single.json", home=tmp_path)
     single = json.loads((tmp_path / "single.json").read_text())
-    for key in ("num_examples", "exact_match", "token_accuracy", "exact_match_by_operand_digits"):
+    for key in ("num_examples", "exact_match", "token_accuracy", "exact_match_by_operand_digits",
+                "digit_accuracy_by_place"):
         assert sharded[key] == single[key], key
     assert sharded["loss"] == pytest.approx(single["loss"], rel=1e-6)
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from src.problems import (FORMATS, Problem, answer_places, answer_width, final_answer, is_padded, is_pairwise, is_scratchpad,
-                          multiplication_running_sums, num_carries, parse_prompt, scratchpad_steps, split_example,
-                          written_steps)
+from src.problems import (FORMATS, Problem, answer_places, answer_width, final_answer, is_padded, is_pairwise,
+                          is_scratchpad, multiplication_running_sums, num_carries, parse_prompt, scratchpad_steps,
+                          split_example, written_steps)
 
 
 @pytest.mark.parametrize("data_format, addition, subtraction, multiplication", [
@@ -54,7 +54,7 @@ def test_random_problems_read_back_and_their_answers_decode_to_the_result(data_f
         prompt, answer = split_example(problem.render(data_format, width=5))
         assert parse_prompt(prompt, data_format) == problem
         places = answer_places(answer, data_format)  # units first, in every format
-        assert int(places[::-1]) == abs(problem.result) and len(places) == len(final_answer(answer).lstrip("-"))
+        assert int(places[::-1]) == abs(problem.result)
         answer = final_answer(answer)
         sign, digits = ("-", answer[1:]) if answer.startswith("-") else ("", answer)
         if "reversed" in data_format:
@@ -177,3 +177,11 @@ def test_running_sums_are_the_column_totals_of_long_multiplication():
         assert sum((total - carry) * 10 ** k for k, (total, carry) in enumerate(zip(totals, carries_in))) == a * b
         assert int("".join(str(total % 10) for total in reversed(totals))) == a * b  # last digits: the answer
         assert totals[-1] == 0  # nothing carried past the product's width
+
+
+def test_answer_places_of_odd_predictions():
+    assert answer_places("8470", "plain") == "0748"  # too long: lined up from the units
+    assert answer_places("-469", "plain") == answer_places("469", "plain") == "964"  # the sign is scored by exact match
+    assert answer_places("<think>2+7=9 1=1</think>19", "scratchpad") == "91"
+    assert answer_places("<think>2+7=9 1=1", "scratchpad") == ""  # cut off before </think>: no answer digits
+    assert answer_places("", "padded-reversed") == ""
