@@ -1,5 +1,6 @@
 """Evaluate a trained model: exact match (greedy generation), token accuracy and loss, by operation, by operand
-lengths (JSON and a heatmap PNG), by carries, and on edge cases; prints the worst cells and some mistakes.
+lengths (JSON and a heatmap PNG), by carries, by answer digit place, and on edge cases; prints the worst cells and
+some mistakes. For a model trained with --running-sum-loss, also how well its probe reads the column totals.
 
     python scripts/evaluate.py --checkpoint checkpoints/best_model.pt [--split test | --data-path file.json]
 """
@@ -14,7 +15,7 @@ from src.cli import run_main
 from src.data import ArithmeticDataset, split_path
 from src.edge_cases import edge_case_datasets
 from src.errors import ConfigError
-from src.evaluation import evaluate, evaluate_edge_cases, log_report
+from src.evaluation import evaluate, evaluate_edge_cases, log_report, running_sum_readout
 from src.files import write_json
 from src.logging_setup import setup_logging
 from src.model import longest_digit_place
@@ -89,6 +90,8 @@ def main():
         edge_sets = edge_case_datasets(dataset, tokenizer, model.max_tokens, model.digit_place_limit)
         results["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, args.batch_size, device, precision,
                                                     num_mistakes=args.num_mistakes)
+    if model.config.running_sum_loss and dataset.add_running_sums():
+        results["running_sum_probe"] = running_sum_readout(model, dataset, args.batch_size, device, precision)
     results.update(checkpoint=model_path, data_path=data_path, pos_encoding=model.config.pos_encoding,
                    trained_lengths=trained_lengths(checkpoint))
 
@@ -100,6 +103,9 @@ def main():
             log.info(f"  operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} problems)")
     name = os.path.splitext(os.path.basename(data_path))[0]
     log_report(results, log, name)
+    for place, reading in results.get("running_sum_probe", {}).items():
+        log.info(f"{name} running-sum probe, answer digit place {place}: rmse {reading['rmse']:.2f} | reads the "
+                 f"column total to the unit {reading['read_right']:.3f} ({reading['count']} digits)")
 
     output_file = args.output_file or os.path.join(os.path.dirname(model_path), f"eval_{name}.json")
     write_json(output_file, results)

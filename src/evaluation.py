@@ -1,6 +1,6 @@
 """Metrics over a whole split: loss and token accuracy (teacher-forced), and exact match (greedy generation) in
 total and by operation, operand lengths, carries and number of operands, with the worst cells and some mistakes;
-and how often each answer digit is right, by place."""
+how often each answer digit is right, by place; and how well a running-sum probe reads its column totals."""
 
 from collections import Counter, defaultdict
 
@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from src.data import IGNORE_INDEX
 from src.distributed import all_gather_objects
 from src.generation import greedy_generate
-from src.problems import answer_places, cell_sort_key, final_answer, is_scratchpad, num_carries, written_steps
+from src.problems import (answer_places, answer_reversed, cell_sort_key, final_answer, is_scratchpad, num_carries,
+                          written_steps)
 from src.runtime import autocast
 
 
@@ -154,6 +155,33 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
         results["scratchpad"] = {"steps_exact_match": steps["all_right"] / steps["problems"],
                                  "step_accuracy": steps["right"] / steps["total"]}
     return results
+
+
+@torch.no_grad()
+def running_sum_readout(model, dataset, batch_size, device, precision):
+    """How well the running-sum probe reads each answer digit's column total off the hidden state, by place of
+    the digit (units first): {place: {"rmse": in units, "read_right": share of readings that round to the total,
+    "count"}}. For a model trained with --running-sum-loss, on a dataset after add_running_sums()."""
+    squared_error, read_right, count = Counter(), Counter(), Counter()
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(dataset), batch_size):
+        inputs, _, running_sums = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
+        with autocast(device, precision):
+            hidden = model.hidden_states(inputs.to(device))
+        readings = (10 * model.read_running_sums(hidden)).cpu()
+        for reading, totals in zip(readings, running_sums.cpu()):
+            has_sum = totals.isfinite()
+            places = range(int(has_sum.sum()))  # the sums sit at the answer digits, in the order they are written
+            for place, read, total in zip(places if answer_reversed(dataset.format) else reversed(places),
+                                          reading[has_sum].tolist(), totals[has_sum].tolist()):
+                squared_error[place] += (read - total) ** 2
+                read_right[place] += round(read) == total
+                count[place] += 1
+    model.train(was_training)
+    return {str(place): {"rmse": (squared_error[place] / count[place]) ** 0.5,
+                         "read_right": read_right[place] / count[place], "count": count[place]}
+            for place in sorted(count)}
 
 
 def evaluate_edge_cases(model, edge_sets, tokenizer, batch_size, device, precision, num_mistakes=5):

@@ -294,13 +294,7 @@ class Transformer(nn.Module):
         Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None). With `running_sums`
         (aligned with the targets, NaN where there is none) and a probe, the loss adds running_sum_loss x the
         probe's squared error (see running_sum_error)."""
-        start = cache.length if cache is not None else 0
-        x, rotary, bias = self.embed(idx, start, cache)
-        x = self.dropout(x)
-        for block in self.blocks:
-            x = block(x, cache, rotary, bias)
-        if cache is not None:
-            cache.length = start + idx.shape[1]
+        x = self.hidden_states(idx, cache)
         logits = self.lm_head(self.ln_final(x))
         if targets is None:
             return logits, None
@@ -309,17 +303,32 @@ class Transformer(nn.Module):
             loss = loss + self.config.running_sum_loss * self.running_sum_error(x, running_sums, targets)
         return logits, loss
 
+    def hidden_states(self, idx, cache=None):
+        """The last block's output at every position, before the final LayerNorm: what the LM head and the
+        running-sum probe read."""
+        start = cache.length if cache is not None else 0
+        x, rotary, bias = self.embed(idx, start, cache)
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x, cache, rotary, bias)
+        if cache is not None:
+            cache.length = start + idx.shape[1]
+        return x
+
+    def read_running_sums(self, hidden):
+        """The probe's reading of the running sum at each position of `hidden`, in tens (its target's unit). In
+        fp32 under autocast too: bf16 would round a total of 160 to steps of 1.25."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.running_sum_probe(hidden.float()).squeeze(-1)
+
     def running_sum_error(self, hidden, running_sums, targets):
         """The squared error of the probe's reading of `hidden` (the last block's output, before the final
         LayerNorm) against the running sums in tens, summed over the positions that have one and divided by the
         answer tokens: so it is weighed across micro-batches and ranks as the cross-entropy is, whatever the mix of
-        operations. In fp32 under autocast too: bf16 would round a total of 160 to steps of 1.25. Masked rather
-        than indexed, so that the probe is in every step's graph (DDP needs each parameter to get a gradient) and
-        no host sync is needed."""
+        operations. Masked rather than indexed, so that the probe is in every step's graph (DDP needs each
+        parameter to get a gradient) and no host sync is needed."""
         has_sum = running_sums.isfinite()
-        with torch.autocast(hidden.device.type, enabled=False):
-            reading = self.running_sum_probe(hidden.float()).squeeze(-1)
-        error = reading - running_sums.nan_to_num() / 10
+        error = self.read_running_sums(hidden) - running_sums.nan_to_num() / 10
         return (error.square() * has_sum).sum() / (targets != IGNORE_INDEX).sum().clamp(min=1)
 
 

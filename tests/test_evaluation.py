@@ -5,10 +5,10 @@ import torch
 
 from src.data import ArithmeticDataset
 from src.edge_cases import edge_case_datasets, edge_cases, nines
-from src.evaluation import evaluate, length_bands, length_table, scalar_metrics
-from src.model import ModelConfig
+from src.evaluation import evaluate, length_bands, length_table, running_sum_readout, scalar_metrics
+from src.model import ModelConfig, Transformer, build_model_config
 from src.plots import save_grid_heatmap, save_length_plot
-from src.problems import Problem, num_carries, split_example
+from src.problems import Problem, multiplication_running_sums, num_carries, split_example
 from src.runtime import select_precision
 from src.tokenizer import Tokenizer, vocab_for
 
@@ -185,3 +185,26 @@ def test_edge_cases_keep_to_same_length_data_and_to_an_abacus_models_places():
     readable = edge_case_datasets(dataset, Tokenizer(), None, digit_positions=7)  # 5+5 digits reach place 7
     assert "99999+99999=899991<end>" not in readable["all nines"].examples
     assert "9999+9999=89991<end>" in readable["all nines"].examples  # place 6: fits
+
+
+@pytest.mark.parametrize("data_format", ["plain", "padded-reversed-all"])
+def test_running_sum_readout_scores_each_place_against_its_column_total(data_format):
+    """A probe that reads 23 everywhere: its error at each place is the distance of that place's totals from 23,
+    whichever order the format writes the digits in; + problems have no totals."""
+    problems = [Problem("*", (658, 189)), Problem("*", (47, 305)), Problem("+", (12, 34))]
+    examples = [problem.render(data_format, 3) for problem in problems]
+    tokenizer = Tokenizer(vocab_for(examples))
+    dataset = ArithmeticDataset(examples, tokenizer, max_length=32, data_format=data_format)
+    assert dataset.add_running_sums() == 2
+    model = Transformer(build_model_config("tiny", len(tokenizer), max_length=32, running_sum_loss=1))
+    torch.nn.init.constant_(model.running_sum_probe.bias, 2.3)  # in tens
+    readout = running_sum_readout(model, dataset, batch_size=2, device=CPU, precision=select_precision(CPU))
+    totals = [multiplication_running_sums(*problem.operands, 6) for problem in problems[:2]]
+    if data_format == "plain":  # 47*305 = 14335 has five digits: its sixth total is not written
+        totals[1] = totals[1][:5]
+    for place, reading in readout.items():
+        at_place = [sums[int(place)] for sums in totals if int(place) < len(sums)]
+        assert reading["count"] == len(at_place)
+        assert reading["rmse"] == pytest.approx((sum((23 - t) ** 2 for t in at_place) / len(at_place)) ** 0.5)
+        assert reading["read_right"] == sum(t == 23 for t in at_place) / len(at_place)
+    assert len(readout) == 6 and readout["1"]["read_right"] == 0.5  # 47*305: 23 at places 1 and 2

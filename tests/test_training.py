@@ -186,6 +186,14 @@ def test_running_sum_probe_learns_to_read_the_column_totals(tmp_path):
     has_sum = running_sums.isfinite()
     mean_squared_error = probe_term * (targets != IGNORE_INDEX).sum() / has_sum.sum()
     assert mean_squared_error < 0.1 * (running_sums[has_sum] / 10).var()  # measured 0.04; a constant: 1
+    # evaluate.py reports the same readings by answer digit place, in units: 2x2 digits have 4 places, each in
+    # every val problem
+    run_script("evaluate.py", "--checkpoint", output_dir, "--data-dir", data_dir, "--split", "val",
+               "--no-edge-cases", "--output-file", tmp_path / "eval.json", home=tmp_path)
+    by_place = json.loads((tmp_path / "eval.json").read_text())["running_sum_probe"]
+    assert list(by_place) == ["0", "1", "2", "3"] and all(p["count"] == len(val) for p in by_place.values())
+    squared_errors = sum(p["rmse"] ** 2 * p["count"] for p in by_place.values()) / 100  # in tens, as the loss
+    assert squared_errors / has_sum.sum() == pytest.approx(mean_squared_error.item(), rel=1e-3)
 
 
 def test_running_sum_loss_without_multiplication_is_a_clear_error(data_dir, tmp_path):
