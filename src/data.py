@@ -21,9 +21,9 @@ from tqdm import tqdm
 from src.errors import ConfigError, DataError
 from src.files import atomic_open
 from src.problems import (FORMATS, OPERATION_NAMES, OPERATIONS, SCRATCHPAD_LIMITS, Problem, cell_sort_key,
-                          answer_reversed, is_padded, is_scratchpad, multiplication_running_sums, num_carries,
+                          is_padded, is_scratchpad, multiplication_running_sums, num_carries,
                           operand_count_for_digits, parse_prompt, prompt_operator, smallest_with_digits,
-                          split_example)
+                          split_example, written_places)
 from src.tokenizer import Tokenizer, TokenizerError, vocab_for
 
 IGNORE_INDEX = -100  # targets the loss skips: prompt tokens and padding
@@ -442,7 +442,7 @@ class ArithmeticDataset:
             if problem.operator != "*" or len(problem.operands) != 2:
                 continue
             totals = multiplication_running_sums(*problem.operands, len(answer))
-            places = range(len(answer)) if answer_reversed(self.format) else reversed(range(len(answer)))
+            places = written_places(len(answer), self.format)
             start = int(self.prompt_lengths[row])  # a digit is one token
             running_sums[row, start:start + len(answer)] = torch.tensor([totals[place] for place in places],
                                                                          dtype=torch.float)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from src.data import IGNORE_INDEX
 from src.distributed import all_gather_objects
 from src.generation import greedy_generate
-from src.problems import (answer_places, answer_reversed, cell_sort_key, final_answer, is_scratchpad, num_carries,
+from src.problems import (answer_places, cell_sort_key, final_answer, is_scratchpad, num_carries, written_places,
                           written_steps)
 from src.runtime import autocast
 
@@ -171,9 +171,8 @@ def running_sum_readout(model, dataset, batch_size, device, precision):
             hidden = model.hidden_states(inputs.to(device))
         readings = (10 * model.read_running_sums(hidden)).cpu()
         for reading, totals in zip(readings, running_sums.cpu()):
-            has_sum = totals.isfinite()
-            places = range(int(has_sum.sum()))  # the sums sit at the answer digits, in the order they are written
-            for place, read, total in zip(places if answer_reversed(dataset.format) else reversed(places),
+            has_sum = totals.isfinite()  # the sums sit at the answer digits, in the order they are written
+            for place, read, total in zip(written_places(int(has_sum.sum()), dataset.format),
                                           reading[has_sum].tolist(), totals[has_sum].tolist()):
                 squared_error[place] += (read - total) ** 2
                 read_right[place] += round(read) == total

@@ -153,6 +153,11 @@ def final_answer(answer):
     return answer.rpartition(THINK_END)[2] if THINK_START in answer else answer
 
 
+def written_places(num_digits, data_format):
+    """The place (0: units) of each of an answer's `num_digits` digits, in the order the format writes them."""
+    return range(num_digits) if answer_reversed(data_format) else range(num_digits - 1, -1, -1)
+
+
 def answer_places(answer, data_format):
     """The final answer's digits by place, units first, sign dropped: '-847' -> '748' in the plain format; a
     reversed answer already reads so. Padded answers keep their leading zeros as places. A scratchpad cut off
