@@ -103,9 +103,6 @@ def main():
             log.info(f"  operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} problems)")
     name = os.path.splitext(os.path.basename(data_path))[0]
     log_report(results, log, name)
-    for place, reading in results.get("running_sum_probe", {}).items():
-        log.info(f"{name} running-sum probe, answer digit place {place}: rmse {reading['rmse']:.2f} | reads the "
-                 f"column total to the unit {reading['read_right']:.3f} ({reading['count']} digits)")
 
     output_file = args.output_file or os.path.join(os.path.dirname(model_path), f"eval_{name}.json")
     write_json(output_file, results)

@@ -183,6 +183,12 @@ def running_sum_readout(model, dataset, batch_size, device, precision):
             for place in sorted(count)}
 
 
+def pooled_rmse(readout):
+    """The RMSE of a running_sum_readout over all its places together."""
+    count = sum(reading["count"] for reading in readout.values())
+    return (sum(reading["rmse"] ** 2 * reading["count"] for reading in readout.values()) / count) ** 0.5
+
+
 def evaluate_edge_cases(model, edge_sets, tokenizer, batch_size, device, precision, num_mistakes=5):
     """Exact match on the edge cases, by kind; `edge_sets` as edge_case_datasets() builds them for the data."""
     by_kind, mistakes = {}, []
@@ -216,6 +222,10 @@ def scalar_metrics(results, prefix):
         metrics.update({f"{prefix}/digit_accuracy/{operator}/{place}": c["accuracy"] for place, c in places.items()})
     for name, value in results.get("scratchpad", {}).items():
         metrics[f"{prefix}/scratchpad/{name}"] = value
+    if "running_sum_probe" in results:  # in units of the column total
+        metrics[f"{prefix}/running_sum_probe/rmse"] = pooled_rmse(results["running_sum_probe"])
+        metrics.update({f"{prefix}/running_sum_probe/rmse/{place}": reading["rmse"]
+                        for place, reading in results["running_sum_probe"].items()})
     if "edge_cases" in results:
         metrics[f"{prefix}/edge_cases/exact_match"] = results["edge_cases"]["exact_match"]
         metrics.update({f"{prefix}/edge_cases/{kind}": c["exact_match"]
@@ -243,8 +253,8 @@ def length_bands(by_length, band):
 
 
 def log_report(results, log, split):
-    """The numbers a reader looks at first: per operation, carries, answer digits by place, scratchpad steps, edge
-    cases, worst cells and mistakes (the totals are logged by the caller)."""
+    """The numbers a reader looks at first: per operation, carries, answer digits by place, the running-sum probe,
+    scratchpad steps, edge cases, worst cells and mistakes (the totals are logged by the caller)."""
     for operator, values in results["exact_match_by_operation"].items():
         carries = results["exact_match_by_carries"].get(operator, {})
         by_carries = " | by carries " + " ".join(f"{n}:{c['exact_match']:.3f}" for n, c in carries.items()) \
@@ -254,6 +264,9 @@ def log_report(results, log, split):
     for operator, places in results["digit_accuracy_by_place"].items():
         log.info(f"{split} {operator}: answer digits right by place (units first) " +
                  " ".join(f"{place}:{c['accuracy']:.3f}" for place, c in places.items()))
+    for place, reading in results.get("running_sum_probe", {}).items():
+        log.info(f"{split} running-sum probe, answer digit place {place}: rmse {reading['rmse']:.2f} | reads the "
+                 f"column total to the unit {reading['read_right']:.3f} ({reading['count']} digits)")
     if "scratchpad" in results:
         log.info(f"{split} scratchpad: all steps right {results['scratchpad']['steps_exact_match']:.4f} | "
                  f"step accuracy {results['scratchpad']['step_accuracy']:.4f}")

@@ -24,7 +24,8 @@ from src import checkpoint as ckpt
 from src.data import SPLITS, DataConfig, generate_splits, load_splits, split_path, write_splits
 from src.edge_cases import edge_case_datasets
 from src.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from src.evaluation import evaluate, evaluate_edge_cases, log_report, scalar_metrics
+from src.evaluation import (evaluate, evaluate_edge_cases, log_report, pooled_rmse, running_sum_readout,
+                            scalar_metrics)
 from src.files import write_json
 from src.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from src.model import POS_ENCODINGS, ModelConfig, Transformer, build_model_config, longest_digit_place
@@ -303,6 +304,12 @@ def save_training_checkpoint(state, config, rng_states):
     log.info(f"saved {path}")
 
 
+def improves_on_best(metrics, state):
+    """A higher val exact match, or the same one with a lower val loss: so a run whose evaluations tie (all at 0% on
+    a task not yet learned, all at 100% on one learned early) keeps its best-fitting model, not its first."""
+    return (metrics["exact_match"], -metrics["loss"]) > (state["best_exact_match"], -state["best_loss"])
+
+
 def save_best_model(model, state, metrics, config):
     path = os.path.join(config.output_dir, ckpt.BEST_MODEL)
     ckpt.save_atomic({"model": model.state_dict(), "model_config": state["model_config"],
@@ -310,7 +317,7 @@ def save_best_model(model, state, metrics, config):
                       "data_format": state["data_format"], "operand_width": state["operand_width"],
                       "data_config": state["data_config"],
                       "val_metrics": {k: v for k, v in metrics.items() if k != "mistakes"}}, path)
-    log.info(f"new best val exact match {metrics['exact_match']:.4f}: saved {path}")
+    log.info(f"new best val exact match {metrics['exact_match']:.4f} (loss {metrics['loss']:.4f}): saved {path}")
 
 
 def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precision, split):
@@ -318,9 +325,14 @@ def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precisi
     start = time.perf_counter()
     metrics = evaluate(model, dataset, tokenizer, config.eval_batch_size, device, precision)
     metrics["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, config.eval_batch_size, device, precision)
+    if dataset.running_sums is not None:  # every rank reads the whole split: val and test are small
+        readout = running_sum_readout(model, dataset, config.eval_batch_size, device, precision)
+        if readout:  # empty where the split has no multiplication
+            metrics["running_sum_probe"] = readout
     metrics["seconds"] = time.perf_counter() - start
+    probe = f" | probe rmse {pooled_rmse(metrics['running_sum_probe']):.2f}" if "running_sum_probe" in metrics else ""
     log.info(f"{split}: exact match {metrics['exact_match']:.4f} | token accuracy {metrics['token_accuracy']:.4f} "
-             f"| loss {metrics['loss']:.4f} ({metrics['num_examples']} problems in {metrics['seconds']:.2f} s)")
+             f"| loss {metrics['loss']:.4f}{probe} ({metrics['num_examples']} problems in {metrics['seconds']:.2f} s)")
     if split == "test":
         log_report(metrics, log, split)
     else:
@@ -330,10 +342,10 @@ def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precisi
 
 
 def in_history(metric):
-    """What trainer_state.json keeps of each val evaluation: the totals, each operation and the edge cases (the
-    per-cell, per-carry and per-place figures are many; W&B has them)."""
+    """What trainer_state.json keeps of each val evaluation: the totals, each operation, the edge cases and the
+    probe's RMSE (the per-cell, per-carry and per-place figures are many; W&B has them)."""
     return not metric.startswith(("val/by_digits/", "val/by_carries/", "val/by_operands/", "val/by_length/",
-                                  "val/digit_accuracy/"))
+                                  "val/digit_accuracy/", "val/running_sum_probe/rmse/"))
 
 
 def write_trainer_state(state, config, total_steps):
@@ -341,6 +353,7 @@ def write_trainer_state(state, config, total_steps):
     of training steps behind it (e.g. the time to reach an accuracy)."""
     write_json(os.path.join(config.output_dir, TRAINER_STATE_FILE),
                {"step": state["step"], "total_steps": total_steps, "best_val_exact_match": state["best_exact_match"],
+                "best_val_loss": state["best_loss"] if math.isfinite(state["best_loss"]) else None,  # before any eval
                 "training_seconds": state["training_seconds"], "evaluation_seconds": state["evaluation_seconds"],
                 "log_history": state["log_history"]})
 
@@ -433,6 +446,8 @@ def train(config, explicit_flags=frozenset()):
             raise ConfigError(f"--running-sum-loss: {split_path(config.data_dir, 'train')} has no two-operand "
                               f"multiplication, the only problems with running sums")
         log.info(f"running-sum probe: {with_sums} of {len(datasets['train'])} training problems have running sums")
+        for split in ("val", "test"):  # their probe readings are evaluated with the rest (run_evaluation)
+            datasets[split].add_running_sums()
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
 
@@ -449,7 +464,8 @@ def train(config, explicit_flags=frozenset()):
         torch.manual_seed(config.seed * 1000 + ranks.rank)
     optimizer = build_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
-    state = {"step": 0, "examples_seen": 0, "best_exact_match": -1.0, "train_config": asdict(config),
+    state = {"step": 0, "examples_seen": 0, "best_exact_match": -1.0, "best_loss": math.inf,
+             "train_config": asdict(config),
              "model_config": asdict(model_config),
              "vocab": tokenizer.vocab, "data_format": data_format, "operand_width": datasets["train"].operand_width,
              "data_config": {k: v for k, v in datasets["train"].metadata.items() if k != "split"},
@@ -477,7 +493,7 @@ def train(config, explicit_flags=frozenset()):
         if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
             scaler.load_state_dict(checkpoint["scaler"])
         restore_rng(checkpoint["rng"], ranks, checkpoint_source, config.seed + checkpoint["step"])
-        state.update({key: checkpoint[key] for key in ("step", "best_exact_match", "training_seconds",
+        state.update({key: checkpoint[key] for key in ("step", "best_exact_match", "best_loss", "training_seconds",
                                                        "evaluation_seconds", "log_history") if key in checkpoint})
         # Checkpoints before data parallelism counted only steps, of one process's batch.
         state["examples_seen"] = checkpoint.get("examples_seen", examples_seen_at(state["step"], num_train,
@@ -591,8 +607,8 @@ def train(config, explicit_flags=frozenset()):
                     tracker.log(val_metrics, step=step)
                     state["log_history"].append({"step": step, "train/training_seconds": state["training_seconds"],
                                                  **{k: v for k, v in val_metrics.items() if in_history(k)}})
-                    if metrics["exact_match"] > state["best_exact_match"]:
-                        state["best_exact_match"] = metrics["exact_match"]
+                    if improves_on_best(metrics, state):
+                        state["best_exact_match"], state["best_loss"] = metrics["exact_match"], metrics["loss"]
                         if ranks.is_main:
                             save_best_model(model, state, metrics, config)
                 if saving:
