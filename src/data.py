@@ -431,7 +431,8 @@ class ArithmeticDataset:
     def add_running_sums(self):
         """Adds the targets of the running-sum probe (train.py --running-sum-loss): at each answer digit of a
         two-operand multiplication, the column total whose last digit it is (problems.multiplication_running_sums);
-        NaN at every other position. Returns how many problems have them."""
+        NaN at every other position; none at all (running_sums stays None) where no problem has them. Returns how
+        many problems have them."""
         if is_scratchpad(self.format):
             raise ConfigError(f"{self.source}: the running-sum loss reads answers written without a scratchpad, "
                               f"and this data has the {self.format!r} format")
@@ -447,7 +448,8 @@ class ArithmeticDataset:
             running_sums[row, start:start + len(answer)] = torch.tensor([totals[place] for place in places],
                                                                          dtype=torch.float)
             count += 1
-        self.running_sums = running_sums.to(self.tokens.device)
+        if count:
+            self.running_sums = running_sums.to(self.tokens.device)
         return count
 
     @classmethod

@@ -326,9 +326,7 @@ def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precisi
     metrics = evaluate(model, dataset, tokenizer, config.eval_batch_size, device, precision)
     metrics["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, config.eval_batch_size, device, precision)
     if dataset.running_sums is not None:  # every rank reads the whole split: val and test are small
-        readout = running_sum_readout(model, dataset, config.eval_batch_size, device, precision)
-        if readout:  # empty where the split has no multiplication
-            metrics["running_sum_probe"] = readout
+        metrics["running_sum_probe"] = running_sum_readout(model, dataset, config.eval_batch_size, device, precision)
     metrics["seconds"] = time.perf_counter() - start
     probe = f" | probe rmse {pooled_rmse(metrics['running_sum_probe']):.2f}" if "running_sum_probe" in metrics else ""
     log.info(f"{split}: exact match {metrics['exact_match']:.4f} | token accuracy {metrics['token_accuracy']:.4f} "
@@ -353,7 +351,7 @@ def write_trainer_state(state, config, total_steps):
     of training steps behind it (e.g. the time to reach an accuracy)."""
     write_json(os.path.join(config.output_dir, TRAINER_STATE_FILE),
                {"step": state["step"], "total_steps": total_steps, "best_val_exact_match": state["best_exact_match"],
-                "best_val_loss": state["best_loss"] if math.isfinite(state["best_loss"]) else None,  # before any eval
+                "best_val_loss": state["best_loss"] if math.isfinite(state["best_loss"]) else None,  # none known
                 "training_seconds": state["training_seconds"], "evaluation_seconds": state["evaluation_seconds"],
                 "log_history": state["log_history"]})
 
@@ -446,7 +444,7 @@ def train(config, explicit_flags=frozenset()):
             raise ConfigError(f"--running-sum-loss: {split_path(config.data_dir, 'train')} has no two-operand "
                               f"multiplication, the only problems with running sums")
         log.info(f"running-sum probe: {with_sums} of {len(datasets['train'])} training problems have running sums")
-        for split in ("val", "test"):  # their probe readings are evaluated with the rest (run_evaluation)
+        for split in ("val", "test"):  # the probe's readings are evaluated with the rest (run_evaluation)
             datasets[split].add_running_sums()
     num_train = len(datasets["train"])
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
@@ -465,8 +463,7 @@ def train(config, explicit_flags=frozenset()):
     optimizer = build_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
     state = {"step": 0, "examples_seen": 0, "best_exact_match": -1.0, "best_loss": math.inf,
-             "train_config": asdict(config),
-             "model_config": asdict(model_config),
+             "train_config": asdict(config), "model_config": asdict(model_config),
              "vocab": tokenizer.vocab, "data_format": data_format, "operand_width": datasets["train"].operand_width,
              "data_config": {k: v for k, v in datasets["train"].metadata.items() if k != "split"},
              "train_data_fingerprint": datasets["train"].fingerprint(),
@@ -493,8 +490,10 @@ def train(config, explicit_flags=frozenset()):
         if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
             scaler.load_state_dict(checkpoint["scaler"])
         restore_rng(checkpoint["rng"], ranks, checkpoint_source, config.seed + checkpoint["step"])
-        state.update({key: checkpoint[key] for key in ("step", "best_exact_match", "best_loss", "training_seconds",
+        state.update({key: checkpoint[key] for key in ("step", "best_exact_match", "training_seconds",
                                                        "evaluation_seconds", "log_history") if key in checkpoint})
+        # Checkpoints before the loss tie-break lack best_loss: -inf keeps their rule, no tie replaces the best.
+        state["best_loss"] = checkpoint.get("best_loss", -math.inf)
         # Checkpoints before data parallelism counted only steps, of one process's batch.
         state["examples_seen"] = checkpoint.get("examples_seen", examples_seen_at(state["step"], num_train,
                                                                                   config.batch_size))

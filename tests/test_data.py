@@ -306,6 +306,13 @@ def test_running_sums_sit_at_the_answer_digits_of_two_operand_multiplications_on
     assert torch.equal(running_sums.isfinite(), is_digit_target & torch.tensor(two_operand_products)[:, None])
 
 
+def test_data_without_two_operand_multiplication_gets_no_running_sums():
+    examples = generate_splits(DataConfig(num_examples=50, operations="+,-", seed=5))["train"]
+    dataset = ArithmeticDataset(examples, Tokenizer(vocab_for(examples)), None)
+    assert dataset.add_running_sums() == 0 and dataset.running_sums is None
+    assert dataset.batch(torch.arange(4))[2] is None
+
+
 def test_running_sums_of_a_scratchpad_format_are_a_config_error():
     examples = generate_splits(DataConfig(num_examples=50, operations="*", format="scratchpad", seed=5))["train"]
     dataset = ArithmeticDataset(examples, Tokenizer(vocab_for(examples)), None, source="x/train.json",

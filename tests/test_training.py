@@ -13,7 +13,6 @@ from src.checkpoint import load_model
 from src.data import IGNORE_INDEX, ArithmeticDataset, DataConfig, generate_splits, write_splits
 from src.tokenizer import Tokenizer
 from src.distributed import Ranks
-from src.evaluation import pooled_rmse
 from src.trainer import TrainConfig, epoch_order, improves_on_best, learning_rate_at, step_batches
 from tests.conftest import interrupt_training, run_script, train_args
 
@@ -64,12 +63,28 @@ def test_best_model_is_the_top_val_exact_match_with_ties_going_to_the_lower_loss
     assert not improves_on_best({"exact_match": 0.5, "loss": 0.3}, best)
     assert not improves_on_best({"exact_match": 0.4, "loss": 0.0}, best)
     assert improves_on_best({"exact_match": 0.0, "loss": 9.0}, {"best_exact_match": -1.0, "best_loss": math.inf})
+    # resumed from a checkpoint older than the tie-break (best_loss -inf): ties keep the old best
+    assert not improves_on_best({"exact_match": 0.5, "loss": 0.0}, {"best_exact_match": 0.5, "best_loss": -math.inf})
     # the real run kept the evaluation that ranks first by that rule
     history = json.loads((reference_run / "trainer_state.json").read_text())["log_history"]
     evaluations = [entry for entry in history if "val/exact_match" in entry]
     top = max(evaluations, key=lambda entry: (entry["val/exact_match"], -entry["val/loss"]))
     best_step = torch.load(reference_run / "best_model.pt", weights_only=True)["step"]
     assert len(evaluations) == 4 and best_step == top["step"]
+
+
+def test_evaluations_tied_at_zero_keep_the_model_with_the_lowest_val_loss(tmp_path):
+    data_dir, output_dir = tmp_path / "data", tmp_path / "run"
+    config = DataConfig(num_examples=600, max_digits=2, operations="*", format="padded-reversed-all", seed=0)
+    write_splits(str(data_dir), generate_splits(config), config)
+    run_script("train.py", *train_args(data_dir, output_dir, "--num-epochs", 2, "--learning-rate", 1e-4,
+                                       "--eval-steps", 10), home=tmp_path)
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    losses = {entry["step"]: entry["val/loss"] for entry in history if "val/exact_match" in entry}
+    assert all(entry["val/exact_match"] == 0 for entry in history if "val/exact_match" in entry)
+    lowest = min(losses, key=losses.get)
+    assert lowest != min(losses)  # the first evaluation, which the old rule kept, is not the lowest
+    assert torch.load(output_dir / "best_model.pt", weights_only=True)["step"] == lowest
 
 
 def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run, tmp_path):
@@ -211,13 +226,13 @@ def test_running_sum_probe_learns_to_read_the_column_totals(tmp_path):
     squared_errors = sum(p["rmse"] ** 2 * p["count"] for p in by_place.values()) / 100  # in tens, as the loss
     assert squared_errors / has_sum.sum() == pytest.approx(mean_squared_error.item(), rel=1e-3)
     # train.py reads the probe at each val evaluation too: better as training goes (measured 8.8 units RMSE at the
-    # first, 4.4 at the last), and at the best model's step what evaluate.py reads
+    # first, 4.5 at the last), and at the best model's step what the probe's term above gives
     rmse = {entry["step"]: entry["val/running_sum_probe/rmse"] for entry in
             json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
             if "val/running_sum_probe/rmse" in entry}
     assert list(rmse) == [100, 200, 300, 400] and rmse[400] < 0.75 * rmse[100]
     best_step = torch.load(output_dir / "best_model.pt", weights_only=True)["step"]
-    assert rmse[best_step] == pytest.approx(pooled_rmse(by_place), rel=1e-4)
+    assert rmse[best_step] == pytest.approx(10 * mean_squared_error.item() ** 0.5, rel=1e-3)
     assert list(json.loads((output_dir / "test_results.json").read_text())["running_sum_probe"]) == ["0", "1", "2", "3"]
 
 
