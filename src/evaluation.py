@@ -169,11 +169,11 @@ def running_sum_readout(model, dataset, batch_size, device, precision):
         inputs, _, running_sums = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
         with autocast(device, precision):
             hidden = model.hidden_states(inputs.to(device))
-        readings = (10 * model.read_running_sums(hidden)).cpu()
-        for reading, totals in zip(readings, running_sums.cpu()):
-            has_sum = totals.isfinite()  # the sums sit at the answer digits, in the order they are written
-            for place, read, total in zip(written_places(int(has_sum.sum()), dataset.format),
-                                          reading[has_sum].tolist(), totals[has_sum].tolist()):
+        readings, running_sums = (10 * model.read_running_sums(hidden)).cpu(), running_sums.cpu()
+        has_sum = running_sums.isfinite()  # the sums sit at the answer digits, in the order they are written
+        pairs = zip(readings[has_sum].tolist(), running_sums[has_sum].tolist())  # row by row, in one host copy
+        for num_digits in has_sum.sum(dim=1).tolist():
+            for place, (read, total) in zip(written_places(num_digits, dataset.format), pairs):
                 squared_error[place] += (read - total) ** 2
                 read_right[place] += round(read) == total
                 count[place] += 1
