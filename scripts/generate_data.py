@@ -35,7 +35,11 @@ def build_parser():
     parser.add_argument("--operations", default=defaults.operations,
                         help="comma-separated operations mixed in one dataset, any of + - * or add sub mul (a value "
                              "that starts with - needs the = form: --operations=-,*); subtraction may be negative; "
-                             "each equally represented (default: %(default)s)")
+                             "each equally represented unless --operation-weights (default: %(default)s)")
+    parser.add_argument("--operation-weights", default=defaults.operation_weights,
+                        help="relative shares of the operations, one per operation of --operations and in its order, "
+                             "e.g. --operations +,-,* --operation-weights 1,1,2 makes half the problems products "
+                             "(default: equal shares)")
     parser.add_argument("--max-operands", type=int, default=defaults.max_operands,
                         help="problems have 2 to this many operands, e.g. 12+7+30=49, one operation per problem, "
                              "evaluated left to right; each count equally represented (default: %(default)s)")
@@ -63,7 +67,7 @@ def main():
     config = DataConfig(num_examples=args.num_examples, max_digits=args.max_digits, min_digits=args.min_digits,
                         val_fraction=args.val_fraction,
                         test_fraction=args.test_fraction, seed=args.seed, format=args.format,
-                        operations=args.operations, max_operands=args.max_operands, sampling=args.sampling,
+                        operations=args.operations, operation_weights=args.operation_weights, max_operands=args.max_operands, sampling=args.sampling,
                         test_only=args.test_only)
     stale = [split_path(args.output_dir, split) for split in ("train", "val")
              if config.test_only and os.path.exists(split_path(args.output_dir, split))]

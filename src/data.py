@@ -40,6 +40,9 @@ SAMPLINGS = {
                       "likely, so long carry chains are common (+ and - with two operands)",
     "same-length": "all operands of a problem have the same number of digits, every length equally likely (the "
                    "n-digit + n-digit test sets of length generalisation)",
+    "length-weighted": "as balanced, each combination of operand lengths weighted by the product of its lengths (the "
+                       "digit products of a multiplication: 5x5 gets 25 times the share of 1x1), so the long "
+                       "problems that take longest to learn are common and short ones still present",
 }
 
 
@@ -53,6 +56,7 @@ class DataConfig:
     seed: int = 42
     format: str = "plain"
     operations: str = "+"  # comma-separated subset of OPERATIONS, mixed in one dataset
+    operation_weights: str = None  # comma-separated relative shares of the operations, in their order (None: equal)
     max_operands: int = 2
     sampling: str = "balanced"
     test_only: bool = False  # all problems go to test.json: a test set for a model trained on other data
@@ -75,6 +79,15 @@ class DataConfig:
         if not operators or len(set(operators)) != len(operators) or not set(operators) <= OPERATIONS.keys():
             raise ConfigError(f"--operations must be a comma-separated subset of {','.join(OPERATIONS)} (or "
                               f"{','.join(OPERATION_NAMES)}), got {self.operations!r}")
+        if self.operation_weights is not None:
+            weights = self.operation_weights.split(",")
+            try:
+                valid = len(weights) == len(operators) and all(float(weight) > 0 for weight in weights)
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ConfigError(f"--operation-weights must be {len(operators)} positive numbers, one per operation "
+                                  f"of --operations {self.operations}, got {self.operation_weights!r}")
         if self.max_operands < 2:
             raise ConfigError(f"--max-operands must be at least 2, got {self.max_operands}")
         if self.sampling not in SAMPLINGS:
@@ -92,6 +105,11 @@ class DataConfig:
     @property
     def operators(self):
         return tuple(self.operations.split(","))
+
+    def operation_weight(self, operator):
+        if self.operation_weights is None:
+            return 1.0
+        return float(self.operation_weights.split(",")[self.operators.index(operator)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,6 +251,8 @@ def sample_group(operator, num_operands, count, config, rng):
     if config.sampling == "mixed":  # half balanced (equal weights), half uniform (weights ~ how many problems exist)
         weights = [0.5 / len(capacities) + 0.5 * capacity / sum(capacities) for capacity in capacities]
         quotas = weighted_quotas(count, weights, capacities)
+    elif config.sampling == "length-weighted":
+        quotas = weighted_quotas(count, [math.prod(lengths) for lengths in length_tuples], capacities)
     else:
         quotas = fill_quotas(count, capacities)
     parts = []
@@ -262,8 +282,8 @@ def group_capacity(config, num_operands):
 
 
 def generate_splits(config, log=None):
-    """Distinct problems, balanced over operations, numbers of operands and (by default) operand lengths, shuffled
-    into disjoint train/val/test lists (or all into test, with test_only)."""
+    """Distinct problems, balanced over operations (or in the shares of operation_weights), numbers of operands and
+    (by default) operand lengths, shuffled into disjoint train/val/test lists (or all into test, with test_only)."""
     groups = [(operator, num_operands) for operator in config.operators
               for num_operands in range(2, config.max_operands + 1)]
     capacities = [group_capacity(config, num_operands) for _, num_operands in groups]
@@ -274,9 +294,13 @@ def generate_splits(config, log=None):
                         f"these settings; generating all of them (no problem is repeated)")
         num_examples = sum(capacities)
 
+    if config.operation_weights is None:
+        quotas = fill_quotas(num_examples, capacities)
+    else:  # an operation's share is split evenly over its operand counts
+        quotas = weighted_quotas(num_examples, [config.operation_weight(operator) for operator, _ in groups], capacities)
     rng = np.random.default_rng(config.seed)
     problems = []
-    for (operator, num_operands), quota in zip(groups, fill_quotas(num_examples, capacities)):
+    for (operator, num_operands), quota in zip(groups, quotas):
         operands = sample_group(operator, num_operands, quota, config, rng)
         problems.extend(Problem(operator, tuple(row)) for row in operands.tolist())
     order = rng.permutation(num_examples)

@@ -147,6 +147,29 @@ def test_mixed_operations_are_equally_represented_right_and_disjoint():
     assert any(problem.result < 0 for problem in problems)  # subtraction goes negative
 
 
+def test_operation_weights_set_each_operations_share_in_the_order_of_operations():
+    config = DataConfig(num_examples=4000, max_digits=3, operations="mul,add,-", operation_weights="2,1,1")
+    counts = Counter(problem.operator for problem in all_problems(generate_splits(config)))
+    assert counts == {"*": 2000, "+": 1000, "-": 1000}
+
+
+def test_operation_weights_split_an_operations_share_evenly_over_operand_counts():
+    config = DataConfig(num_examples=6000, max_digits=2, operations="+,*", operation_weights="1,2", max_operands=3)
+    counts = Counter((problem.operator, len(problem.operands)) for problem in all_problems(generate_splits(config)))
+    assert counts == {("+", 2): 1000, ("+", 3): 1000, ("*", 2): 2000, ("*", 3): 2000}
+
+
+def test_length_weighted_sampling_gives_each_length_pair_a_share_in_proportion_to_its_digit_products():
+    config = DataConfig(num_examples=20_000, max_digits=4, operations="*", sampling="length-weighted", test_only=True)
+    counts = Counter(problem.operand_digits for problem in all_problems(generate_splits(config)))
+    assert counts[(1, 1)] == 100  # its share (1/100 of 20,000) is more than the 100 problems that exist: all of them
+    unit = counts[(2, 2)] / 4
+    for (a_digits, b_digits), count in counts.items():
+        if (a_digits, b_digits) != (1, 1):
+            assert abs(count - a_digits * b_digits * unit) <= 1
+    assert counts[(4, 4)] > 3000  # balanced sampling gives 4x4 1,392
+
+
 def test_operations_can_be_named():
     assert DataConfig(operations="sub,mul").operators == ("-", "*")
 
@@ -197,6 +220,9 @@ def test_carry_balanced_sampling_makes_long_carry_chains_common():
     ({"format": "scratchpad", "operations": "+,-", "max_operands": 3}, "steps for - with at most 2 operands"),
     ({"format": "scratchpad-pairwise", "operations": "*", "max_operands": 3}, "steps for \\* with at most 2"),
     ({"sampling": "sorted"}, "--sampling must be one of"),
+    ({"operations": "+,*", "operation_weights": "1"}, "--operation-weights must be 2 positive numbers"),
+    ({"operations": "+,*", "operation_weights": "1,0"}, "--operation-weights must be 2 positive numbers"),
+    ({"operations": "+,*", "operation_weights": "1,x"}, "--operation-weights must be 2 positive numbers"),
 ])
 def test_bad_generation_settings_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
