@@ -64,8 +64,9 @@ def cell(correct, count, metric="exact_match"):
 
 
 def tally(dataset, predictions, num_mistakes):
-    """Counts of right final answers by operation, operand lengths and carries, and of right answer digits by
-    operation and place (key ("place", operator, place)); scratchpad step counts; mistakes. Counters and sums only,
+    """Counts of right final answers by operation, operand lengths and carries, of right answer digits by
+    operation and place (key ("place", operator, place)) and of right signs (("sign", "-")); scratchpad step
+    counts; mistakes. Counters and sums only,
     so that the tallies of shards add up to the whole split's."""
     correct, count = Counter(), Counter()
     steps = Counter()
@@ -86,6 +87,10 @@ def tally(dataset, predictions, num_mistakes):
         for place, digit in enumerate(answer_places(answer, dataset.format)):
             count[("place", operator, place)] += 1
             correct[("place", operator, place)] += predicted_places[place:place + 1] == digit  # "" if too short
+        if operator == "-":  # without a scratchpad most mistakes of - are a wrong sign, a comparison of the operands
+            count[("sign", operator)] += 1
+            correct[("sign", operator)] += (final_answer(predicted).startswith("-")
+                                            == final_answer(answer).startswith("-"))
         expected_steps = written_steps(answer)
         if expected_steps:
             predicted_steps = written_steps(predicted)
@@ -148,6 +153,7 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
         "exact_match_by_num_operands": breakdown(correct, count, "operands"),
         "exact_match_by_length": breakdown(correct, count, "length"),  # digits of the longest operand
         "digit_accuracy_by_place": breakdown(correct, count, "place", "accuracy"),  # place 0: units
+        "sign_accuracy_by_operation": breakdown(correct, count, "sign", "accuracy"),  # "-" only
         "worst_cells": worst_cells(grid),
         "mistakes": mistakes,
     }
@@ -220,6 +226,8 @@ def scalar_metrics(results, prefix):
         metrics.update({f"{prefix}/by_carries/{operator}/{n}": c["exact_match"] for n, c in cells.items()})
     for operator, places in results["digit_accuracy_by_place"].items():
         metrics.update({f"{prefix}/digit_accuracy/{operator}/{place}": c["accuracy"] for place, c in places.items()})
+    metrics.update({f"{prefix}/sign_accuracy/{operator}": c["accuracy"]
+                    for operator, c in results["sign_accuracy_by_operation"].items()})
     for name, value in results.get("scratchpad", {}).items():
         metrics[f"{prefix}/scratchpad/{name}"] = value
     if "running_sum_probe" in results:  # in units of the column total
@@ -252,6 +260,15 @@ def length_bands(by_length, band):
     return {f"{first}-{first + band - 1}": correct / count for first, (correct, count) in sorted(totals.items())}
 
 
+def sign_report(exact_match, sign):
+    """' | sign right 0.9859 (141 of 146 mistakes)': how many of an operation's mistakes are a wrong sign."""
+    if sign is None:
+        return ""
+    mistakes = round(exact_match["count"] * (1 - exact_match["exact_match"]))
+    wrong_signs = round(sign["count"] * (1 - sign["accuracy"]))
+    return f" | sign right {sign['accuracy']:.4f} ({wrong_signs} of {mistakes} mistakes)"
+
+
 def log_report(results, log, split):
     """The numbers a reader looks at first: per operation, carries, answer digits by place, the running-sum probe,
     scratchpad steps, edge cases, worst cells and mistakes (the totals are logged by the caller)."""
@@ -260,7 +277,7 @@ def log_report(results, log, split):
         by_carries = " | by carries " + " ".join(f"{n}:{c['exact_match']:.3f}" for n, c in carries.items()) \
             if carries else ""
         log.info(f"{split} {operator}: exact match {values['exact_match']:.4f} ({values['count']} problems)"
-                 f"{by_carries}")
+                 f"{sign_report(values, results['sign_accuracy_by_operation'].get(operator))}{by_carries}")
     for operator, places in results["digit_accuracy_by_place"].items():
         log.info(f"{split} {operator}: answer digits right by place (units first) " +
                  " ".join(f"{place}:{c['accuracy']:.3f}" for place, c in places.items()))

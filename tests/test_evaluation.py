@@ -1,11 +1,14 @@
 """Metrics on a known case: a model that answers from a fixed table, some answers deliberately wrong."""
 
+import logging
+
 import pytest
 import torch
 
 from src.data import ArithmeticDataset
 from src.edge_cases import edge_case_datasets, edge_cases, nines
-from src.evaluation import evaluate, length_bands, length_table, running_sum_readout, scalar_metrics
+from src.evaluation import (evaluate, length_bands, length_table, log_report, running_sum_readout,
+                            scalar_metrics)
 from src.model import ModelConfig, Transformer, build_model_config
 from src.plots import save_grid_heatmap, save_length_plot
 from src.problems import Problem, multiplication_running_sums, num_carries, split_example
@@ -120,6 +123,28 @@ def test_digit_places_of_reversed_and_padded_answers():
     assert places["-"] == {"0": {"accuracy": 1.0, "count": 2}, "1": {"accuracy": 1.0, "count": 2},
                            "2": {"accuracy": 0.5, "count": 2}}
     assert [places["*"][str(place)]["accuracy"] for place in range(6)] == [1, 1, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("data_format", ["plain", "padded-reversed-all", "padded-scratchpad"])
+def test_sign_accuracy_of_subtraction_counts_right_signs_of_final_answers(data_format, caplog):
+    problems = [Problem("-", (12, 307)), Problem("-", (307, 12)), Problem("-", (5, 9)), Problem("-", (40, 3)),
+                Problem("-", (3, 80)), Problem("-", (9, 2)), Problem("+", (3, 4))]
+    examples = [problem.render(data_format, 3) for problem in problems]
+    tokenizer = Tokenizer(vocab_for(examples))
+    answers = {prompt: answer for prompt, answer in map(split_example, examples)}
+    prompts = list(answers)
+    # 12-307 and 307-12 answered with each other's answer (+295 and -295: wrong signs); 40-3 with 36 (right sign)
+    answers[prompts[0]], answers[prompts[1]] = answers[prompts[1]], answers[prompts[0]]
+    answers[prompts[3]] = Problem("-", (40, 4)).answer_text(data_format, 3)
+    dataset = ArithmeticDataset(examples, tokenizer, max_length=128, data_format=data_format)
+    results = evaluate(TableModel(tokenizer, answers, max_length=128), dataset, tokenizer, batch_size=7, device=CPU,
+                       precision=select_precision(CPU))
+    assert results["exact_match_by_operation"]["-"] == {"exact_match": 0.5, "count": 6}
+    assert results["sign_accuracy_by_operation"] == {"-": {"accuracy": 4 / 6, "count": 6}}  # + has no sign
+    assert scalar_metrics(results, "test")["test/sign_accuracy/-"] == 4 / 6
+    caplog.set_level(logging.INFO)
+    log_report(results, logging.getLogger("test"), "test")
+    assert "test -: exact match 0.5000 (6 problems) | sign right 0.6667 (2 of 3 mistakes)" in caplog.text
 
 
 def test_edge_cases_hold_what_their_names_promise():
