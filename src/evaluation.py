@@ -123,13 +123,19 @@ def worst_cells(grid, limit=5):
     return sorted(cells, key=lambda c: (c["exact_match"], -c["count"]))[:limit]
 
 
+def rank_shard(dataset):
+    """This rank's share of a split under torchrun, every world_size-th problem (the whole split otherwise)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return dataset
+    return dataset.subset(range(dist.get_rank(), len(dataset), dist.get_world_size()))
+
+
 def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mistakes=5):
     """Metrics over the whole split. Under torchrun each rank evaluates every world_size-th problem and the counts
     of all ranks are summed, so every rank returns the metrics of the whole split.
 
     Exact match compares final answers (after a scratchpad's </think>); scratchpad steps are scored apart."""
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    shard = dataset.subset(range(rank, len(dataset), world_size)) if world_size > 1 else dataset
+    shard = rank_shard(dataset)
     was_training = model.training
     model.eval()
     loss_sum, correct_tokens, answer_tokens = teacher_forced_counts(model, shard, batch_size, device, precision)
@@ -167,23 +173,27 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
 def running_sum_readout(model, dataset, batch_size, device, precision):
     """How well the running-sum probe reads each answer digit's column total off the hidden state, by place of
     the digit (units first): {place: {"rmse": in units, "read_right": share of readings that round to the total,
-    "count"}}. For a model trained with --running-sum-loss, on a dataset after add_running_sums()."""
+    "count"}}. For a model trained with --running-sum-loss, on a dataset after add_running_sums(). Under torchrun,
+    sharded as evaluate() is."""
+    shard = rank_shard(dataset)
     squared_error, read_right, count = Counter(), Counter(), Counter()
     was_training = model.training
     model.eval()
-    for start in range(0, len(dataset), batch_size):
-        inputs, _, running_sums = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
+    for start in range(0, len(shard), batch_size):
+        inputs, _, running_sums = shard.batch(torch.arange(start, min(start + batch_size, len(shard))))
         with autocast(device, precision):
             hidden = model.hidden_states(inputs.to(device))
         readings, running_sums = (10 * model.read_running_sums(hidden)).cpu(), running_sums.cpu()
         has_sum = running_sums.isfinite()  # the sums sit at the answer digits, in the order they are written
         pairs = zip(readings[has_sum].tolist(), running_sums[has_sum].tolist())  # row by row, in one host copy
         for num_digits in has_sum.sum(dim=1).tolist():
-            for place, (read, total) in zip(written_places(num_digits, dataset.format), pairs):
+            for place, (read, total) in zip(written_places(num_digits, shard.format), pairs):
                 squared_error[place] += (read - total) ** 2
                 read_right[place] += round(read) == total
                 count[place] += 1
     model.train(was_training)
+    gathered = all_gather_objects((squared_error, read_right, count))
+    squared_error, read_right, count = (sum((part[i] for part in gathered), Counter()) for i in range(3))
     return {str(place): {"rmse": (squared_error[place] / count[place]) ** 0.5,
                          "read_right": read_right[place] / count[place], "count": count[place]}
             for place in sorted(count)}

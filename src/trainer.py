@@ -325,7 +325,7 @@ def run_evaluation(model, dataset, edge_sets, tokenizer, config, device, precisi
     start = time.perf_counter()
     metrics = evaluate(model, dataset, tokenizer, config.eval_batch_size, device, precision)
     metrics["edge_cases"] = evaluate_edge_cases(model, edge_sets, tokenizer, config.eval_batch_size, device, precision)
-    if dataset.running_sums is not None:  # every rank reads the whole split: val and test are small
+    if dataset.running_sums is not None:
         metrics["running_sum_probe"] = running_sum_readout(model, dataset, config.eval_batch_size, device, precision)
     metrics["seconds"] = time.perf_counter() - start
     probe = f" | probe rmse {pooled_rmse(metrics['running_sum_probe']):.2f}" if "running_sum_probe" in metrics else ""

@@ -12,12 +12,15 @@ import pytest
 import torch
 
 from src.data import DataConfig, generate_splits, write_splits
+from src.problems import split_example
 from tests.conftest import REPO_ROOT, run_script, script_env
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
-# 320 training problems; 10 steps of a global batch of 32 in fp32, no dropout: 2 x 16 = 32 x 1 = 16 x 2 accumulated
+# 320 training problems, + and x; 10 steps of a global batch of 32 in fp32, no dropout: 2 x 16 = 32 x 1 = 16 x 2
+# accumulated. The running-sum loss must weigh micro-batches and ranks as the cross-entropy does.
 EQUIVALENCE_FLAGS = ["--model-size", "tiny", "--num-epochs", 1, "--learning-rate", 1e-3, "--warmup-steps", 2,
-                     "--logging-steps", 1, "--eval-steps", 10, "--save-steps", 10, "--no-wandb"]
+                     "--logging-steps", 1, "--eval-steps", 10, "--save-steps", 10, "--running-sum-loss", 1,
+                     "--no-wandb"]
 # conftest's data_dir: 1600 training problems, 2 x 16 per step: 50 steps per epoch, 400 steps; dropout,
 # checkpoints inside epochs
 FAULT_FLAGS = ["--model-size", "tiny", "--batch-size", 16, "--num-epochs", 8, "--learning-rate", 3e-3,
@@ -78,7 +81,7 @@ def logged(output_dir, key):
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("small_data")
-    config = DataConfig(num_examples=400, seed=0)
+    config = DataConfig(num_examples=400, seed=0, operations="+,*")
     write_splits(str(path), generate_splits(config), config)
     return path
 
@@ -122,6 +125,11 @@ def test_sharded_evaluation_equals_one_process_on_the_same_split(small_data, two
                 "digit_accuracy_by_place"):
         assert sharded[key] == single[key], key
     assert sharded["loss"] == pytest.approx(single["loss"], rel=1e-6)
+    probe = sharded["running_sum_probe"]
+    products = [text for text in json.loads((small_data / "test.json").read_text())["examples"] if "*" in text]
+    assert sum(reading["count"] for reading in probe.values()) == sum(len(split_example(text)[1]) for text in products)
+    for place, reading in single["running_sum_probe"].items():
+        assert probe[place] == pytest.approx(reading, rel=1e-5), place
 
 
 @pytest.fixture(scope="module")
