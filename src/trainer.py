@@ -625,13 +625,16 @@ def train(config, explicit_flags=frozenset()):
                     tracker.finish()
                     return None
 
-    # End: final weights, then the best model (by val exact match) on the held-out test split
+    # End: final weights, then the best model (by val exact match) on the held-out test split, in fp32 whatever the
+    # training precision (val ran under it, for speed): the figures evaluate.py reports by default, and a bf16 model
+    # can score higher in fp32
     if ranks.is_main:
         ckpt.save_atomic(model.state_dict(), os.path.join(config.output_dir, FINAL_MODEL_FILE))
     barrier()  # best_model.pt is complete before any rank reads it
     best = ckpt.load_checkpoint(os.path.join(config.output_dir, ckpt.BEST_MODEL))
     model.load_state_dict(best["model"])
-    test_metrics = run_evaluation(model, datasets["test"], edge_sets, tokenizer, config, device, precision, "test")
+    test_metrics = run_evaluation(model, datasets["test"], edge_sets, tokenizer, config, device,
+                                  select_precision(device), "test")
     test_metrics.update(model_file=ckpt.BEST_MODEL, model_step=best["step"])
     if ranks.is_main:
         write_json(test_results_path, test_metrics)

@@ -71,11 +71,18 @@ def test_training_records_time_and_metrics_in_trainer_state(reference_run):
     assert state["evaluation_seconds"] == pytest.approx(sum(entry["val/seconds"] for entry in evaluations))
 
 
-def test_bf16_flag_trains_with_bf16_autocast(data_dir, tmp_path):
+def test_bf16_flag_trains_with_bf16_autocast_and_scores_test_in_fp32(data_dir, tmp_path):
     result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--bf16", "--num-epochs", 1,
                                                 "--device", "cpu"), home=tmp_path)
     assert "precision bf16 autocast (CPU)" in result.stderr
-    assert json.loads((tmp_path / "run" / "test_results.json").read_text())["num_examples"] == 200
+    trained = json.loads((tmp_path / "run" / "test_results.json").read_text())
+    assert trained["num_examples"] == 200
+    # the test split is scored in fp32, as evaluate.py scores it by default (bf16 would round the loss differently)
+    run_script("evaluate.py", "--checkpoint", tmp_path / "run", "--data-dir", data_dir, "--output-file",
+               tmp_path / "eval.json", home=tmp_path)
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["exact_match"] == trained["exact_match"]
+    assert evaluated["loss"] == pytest.approx(trained["loss"], rel=1e-6)
 
 
 def test_evaluate_reports_a_missing_checkpoint_in_one_line(tmp_path):
