@@ -1,6 +1,7 @@
 """Evaluate a trained model: exact match (greedy generation), token accuracy and loss, by operation, by operand
 lengths (JSON and a heatmap PNG), by carries, by answer digit place, by the sign of differences, and on edge cases;
-prints the worst cells and some mistakes. For a model trained with --running-sum-loss, also how well its probe reads the column totals.
+prints the worst cells and some mistakes. For a model trained with --running-sum-loss, also how well its probe reads
+the column totals.
 
     python scripts/evaluate.py --checkpoint checkpoints/best_model.pt [--split test | --data-path file.json]
 """

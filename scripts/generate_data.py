@@ -65,10 +65,9 @@ def main():
     args = build_parser().parse_args()
     setup_logging()
     config = DataConfig(num_examples=args.num_examples, max_digits=args.max_digits, min_digits=args.min_digits,
-                        val_fraction=args.val_fraction,
-                        test_fraction=args.test_fraction, seed=args.seed, format=args.format,
-                        operations=args.operations, operation_weights=args.operation_weights, max_operands=args.max_operands, sampling=args.sampling,
-                        test_only=args.test_only)
+                        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                        format=args.format, operations=args.operations, operation_weights=args.operation_weights,
+                        max_operands=args.max_operands, sampling=args.sampling, test_only=args.test_only)
     stale = [split_path(args.output_dir, split) for split in ("train", "val")
              if config.test_only and os.path.exists(split_path(args.output_dir, split))]
     if stale:  # a test-only file beside another dataset's training split could be trained on by mistake

@@ -82,12 +82,12 @@ class DataConfig:
         if self.operation_weights is not None:
             weights = self.operation_weights.split(",")
             try:
-                valid = len(weights) == len(operators) and all(float(weight) > 0 for weight in weights)
+                valid = len(weights) == len(operators) and all(0 < float(weight) < math.inf for weight in weights)
             except ValueError:
                 valid = False
             if not valid:
-                raise ConfigError(f"--operation-weights must be {len(operators)} positive numbers, one per operation "
-                                  f"of --operations {self.operations}, got {self.operation_weights!r}")
+                raise ConfigError(f"--operation-weights must be {len(operators)} positive numbers, one per "
+                                  f"operation of --operations {self.operations}, got {self.operation_weights!r}")
         if self.max_operands < 2:
             raise ConfigError(f"--max-operands must be at least 2, got {self.max_operands}")
         if self.sampling not in SAMPLINGS:
@@ -297,7 +297,14 @@ def generate_splits(config, log=None):
     if config.operation_weights is None:
         quotas = fill_quotas(num_examples, capacities)
     else:  # an operation's share is split evenly over its operand counts
-        quotas = weighted_quotas(num_examples, [config.operation_weight(operator) for operator, _ in groups], capacities)
+        weights = [config.operation_weight(operator) for operator, _ in groups]
+        quotas = weighted_quotas(num_examples, weights, capacities)
+        given = Counter()
+        for (operator, _), quota in zip(groups, quotas):
+            given[operator] += quota
+        left_out = [operator for operator in config.operators if not given[operator]]
+        if left_out and log:
+            log.warning(f"--operation-weights leave {', '.join(left_out)} without a single problem")
     rng = np.random.default_rng(config.seed)
     problems = []
     for (operator, num_operands), quota in zip(groups, quotas):

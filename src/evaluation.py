@@ -72,7 +72,8 @@ def tally(dataset, predictions, num_mistakes):
     steps = Counter()
     mistakes = []
     for prompt, problem, answer, predicted in zip(dataset.prompts, dataset.problems, dataset.answers, predictions):
-        right = final_answer(predicted) == final_answer(answer)
+        predicted_answer, expected_answer = final_answer(predicted), final_answer(answer)
+        right = predicted_answer == expected_answer
         operator, digits = problem.operator, problem.digits_key
         keys = [("all",), ("operation", operator), ("digits", digits), ("grid", operator, digits),
                 ("operands", len(problem.operands)), ("length", max(problem.operand_digits))]
@@ -88,9 +89,9 @@ def tally(dataset, predictions, num_mistakes):
             count[("place", operator, place)] += 1
             correct[("place", operator, place)] += predicted_places[place:place + 1] == digit  # "" if too short
         if operator == "-":  # without a scratchpad most mistakes of - are a wrong sign, a comparison of the operands
-            count[("sign", operator)] += 1
-            correct[("sign", operator)] += (final_answer(predicted).startswith("-")
-                                            == final_answer(answer).startswith("-"))
+            count[("sign", operator)] += 1  # no answer (empty, or a scratchpad cut off) has no sign to be right
+            correct[("sign", operator)] += bool(predicted_answer) and (predicted_answer.startswith("-")
+                                                                       == expected_answer.startswith("-"))
         expected_steps = written_steps(answer)
         if expected_steps:
             predicted_steps = written_steps(predicted)
@@ -148,6 +149,7 @@ def evaluate(model, dataset, tokenizer, batch_size, device, precision, num_mista
     grid = breakdown(correct, count, "grid")
     results = {
         "num_examples": len(dataset),
+        "precision": precision.description,
         "loss": loss_sum / answer_tokens,
         "token_accuracy": correct_tokens / answer_tokens,
         "exact_match": correct[("all",)] / count[("all",)],

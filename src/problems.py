@@ -149,8 +149,12 @@ def parse_prompt(prompt, data_format="plain"):
 
 
 def final_answer(answer):
-    """The answer a scratchpad ends with ('<think>...</think>19' -> '19'); other answers are already final."""
-    return answer.rpartition(THINK_END)[2] if THINK_START in answer else answer
+    """The answer a scratchpad ends with ('<think>...</think>19' -> '19'; '' when cut off before its </think>);
+    other answers are already final."""
+    if THINK_START not in answer:
+        return answer
+    _, think_end, final = answer.rpartition(THINK_END)
+    return final if think_end else ""
 
 
 def written_places(num_digits, data_format):
@@ -162,8 +166,6 @@ def answer_places(answer, data_format):
     """The final answer's digits by place, units first, sign dropped: '-847' -> '748' in the plain format; a
     reversed answer already reads so. Padded answers keep their leading zeros as places. A scratchpad cut off
     before its </think> has no answer, so no digits."""
-    if THINK_START in answer and THINK_END not in answer:
-        return ""
     digits = final_answer(answer).lstrip("-")
     return digits if answer_reversed(data_format) else digits[::-1]
 

@@ -153,6 +153,19 @@ def test_operation_weights_set_each_operations_share_in_the_order_of_operations(
     assert counts == {"*": 2000, "+": 1000, "-": 1000}
 
 
+def test_an_operation_weighted_past_what_exists_is_taken_whole_and_the_rest_goes_to_the_others():
+    config = DataConfig(num_examples=150, max_digits=1, operations="+,*", operation_weights="1,3")
+    counts = Counter(problem.operator for problem in all_problems(generate_splits(config)))
+    assert counts == {"*": 100, "+": 50}  # 3/4 of 150 is more than the 100 one-digit products
+
+
+def test_an_operation_that_its_weight_leaves_without_problems_is_a_warning(caplog):
+    config = DataConfig(num_examples=100, operations="+,*", operation_weights="1e-9,1")
+    splits = generate_splits(config, logging.getLogger("test"))
+    assert {problem.operator for problem in all_problems(splits)} == {"*"}
+    assert "--operation-weights leave + without a single problem" in caplog.text
+
+
 def test_operation_weights_split_an_operations_share_evenly_over_operand_counts():
     config = DataConfig(num_examples=6000, max_digits=2, operations="+,*", operation_weights="1,2", max_operands=3)
     counts = Counter((problem.operator, len(problem.operands)) for problem in all_problems(generate_splits(config)))
@@ -223,6 +236,7 @@ def test_carry_balanced_sampling_makes_long_carry_chains_common():
     ({"operations": "+,*", "operation_weights": "1"}, "--operation-weights must be 2 positive numbers"),
     ({"operations": "+,*", "operation_weights": "1,0"}, "--operation-weights must be 2 positive numbers"),
     ({"operations": "+,*", "operation_weights": "1,x"}, "--operation-weights must be 2 positive numbers"),
+    ({"operations": "+,*", "operation_weights": "1,inf"}, "--operation-weights must be 2 positive numbers"),
 ])
 def test_bad_generation_settings_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -128,23 +128,25 @@ def test_digit_places_of_reversed_and_padded_answers():
 @pytest.mark.parametrize("data_format", ["plain", "padded-reversed-all", "padded-scratchpad"])
 def test_sign_accuracy_of_subtraction_counts_right_signs_of_final_answers(data_format, caplog):
     problems = [Problem("-", (12, 307)), Problem("-", (307, 12)), Problem("-", (5, 9)), Problem("-", (40, 3)),
-                Problem("-", (3, 80)), Problem("-", (9, 2)), Problem("+", (3, 4))]
+                Problem("-", (3, 80)), Problem("-", (9, 2)), Problem("-", (8, 1)), Problem("+", (3, 4))]
     examples = [problem.render(data_format, 3) for problem in problems]
     tokenizer = Tokenizer(vocab_for(examples))
     answers = {prompt: answer for prompt, answer in map(split_example, examples)}
     prompts = list(answers)
-    # 12-307 and 307-12 answered with each other's answer (+295 and -295: wrong signs); 40-3 with 36 (right sign)
+    # 12-307 and 307-12 answered with each other's answer (+295 and -295: wrong signs); 40-3 with 36 (right sign);
+    # 8-1 with no answer at all
     answers[prompts[0]], answers[prompts[1]] = answers[prompts[1]], answers[prompts[0]]
     answers[prompts[3]] = Problem("-", (40, 4)).answer_text(data_format, 3)
+    answers[prompts[6]] = answers[prompts[6]].partition("</think>")[0] if "scratchpad" in data_format else ""  # none
     dataset = ArithmeticDataset(examples, tokenizer, max_length=128, data_format=data_format)
-    results = evaluate(TableModel(tokenizer, answers, max_length=128), dataset, tokenizer, batch_size=7, device=CPU,
+    results = evaluate(TableModel(tokenizer, answers, max_length=128), dataset, tokenizer, batch_size=8, device=CPU,
                        precision=select_precision(CPU))
-    assert results["exact_match_by_operation"]["-"] == {"exact_match": 0.5, "count": 6}
-    assert results["sign_accuracy_by_operation"] == {"-": {"accuracy": 4 / 6, "count": 6}}  # + has no sign
-    assert scalar_metrics(results, "test")["test/sign_accuracy/-"] == 4 / 6
+    assert results["exact_match_by_operation"]["-"] == {"exact_match": 3 / 7, "count": 7}
+    assert results["sign_accuracy_by_operation"] == {"-": {"accuracy": 4 / 7, "count": 7}}  # + has no sign
+    assert scalar_metrics(results, "test")["test/sign_accuracy/-"] == 4 / 7
     caplog.set_level(logging.INFO)
     log_report(results, logging.getLogger("test"), "test")
-    assert "test -: exact match 0.5000 (6 problems) | sign right 0.6667 (2 of 3 mistakes)" in caplog.text
+    assert "test -: exact match 0.4286 (7 problems) | sign right 0.5714 (3 of 4 mistakes)" in caplog.text
 
 
 def test_edge_cases_hold_what_their_names_promise():

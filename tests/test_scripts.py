@@ -83,6 +83,7 @@ def test_bf16_flag_trains_with_bf16_autocast_and_scores_test_in_fp32(data_dir, t
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["exact_match"] == trained["exact_match"]
     assert evaluated["loss"] == pytest.approx(trained["loss"], rel=1e-6)
+    assert trained["precision"] == evaluated["precision"] == "fp32"
 
 
 def test_evaluate_reports_a_missing_checkpoint_in_one_line(tmp_path):
@@ -146,6 +147,8 @@ def test_evaluate_reports_bad_data_in_one_line(tmp_path, reference_run):
     ("train.py", ["--running-sum-loss", -1], "--running-sum-loss must be a number >= 0, got -1.0"),
     ("generate_data.py", ["--val-fraction", 1.5], "--val-fraction and --test-fraction must be in (0, 1)"),
     ("generate_data.py", ["--max-digits", 1001], "--max-digits must be between 1 and 1000, got 1001"),
+    ("generate_data.py", ["--operations", "sub,mul", "--operation-weights", "1"],
+     "--operation-weights must be 2 positive numbers, one per operation of --operations -,*, got '1'"),
     ("generate_data.py", ["--min-digits", 3, "--max-digits", 2], "--min-digits must be between 1 and --max-digits (2), got 3"),
     ("evaluate.py", ["--batch-size", 0], "--batch-size must be at least 1"),
 ])
