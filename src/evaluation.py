@@ -66,8 +66,7 @@ def cell(correct, count, metric="exact_match"):
 def tally(dataset, predictions, num_mistakes):
     """Counts of right final answers by operation, operand lengths and carries, of right answer digits by
     operation and place (key ("place", operator, place)) and of right signs (("sign", "-")); scratchpad step
-    counts; mistakes. Counters and sums only,
-    so that the tallies of shards add up to the whole split's."""
+    counts; mistakes. Counters and sums only, so that the tallies of shards add up to the whole split's."""
     correct, count = Counter(), Counter()
     steps = Counter()
     mistakes = []
