@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (re-runnable) with the pinned requirements and `src` installed in editable mode, so
-# `python scripts/<name>.py` finds the package from any directory.
+# Creates .venv (re-runnable) with the pinned requirements and the `math_llm` package (src/math_llm) installed in
+# editable mode, so `python scripts/<name>.py` finds it from any directory.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}

@@ -17,24 +17,26 @@ import tempfile
 
 import torch
 
-from src import benchmarking as bench
-from src.checkpoint import load_model
-from src.cli import run_main
-from src.data import SPLITS, ArithmeticDataset, DataConfig, generate_splits, write_splits
-from src.errors import ConfigError
-from src.files import write_json
-from src.logging_setup import setup_logging
-from src.model import MODEL_SIZES
-from src.runtime import select_device
-from src.tokenizer import Tokenizer
-from src.trainer import TrainConfig
+from math_llm import benchmarking as bench
+from math_llm.checkpoint import load_model
+from math_llm.cli import run_main
+from math_llm.data import SPLITS, ArithmeticDataset, write_splits
+from math_llm.data_generation import DataConfig, generate_splits
+from math_llm.errors import ConfigError
+from math_llm.files import write_json
+from math_llm.logging_setup import setup_logging
+from math_llm.model import MODEL_SIZES, ModelConfig
+from math_llm.runtime import select_device
+from math_llm.tokenizer import Tokenizer
+from math_llm.trainer import TrainConfig
 
-log = logging.getLogger("benchmark")
+log = logging.getLogger("math_llm.benchmark")
+log.setLevel(logging.INFO)  # also while the package's other loggers are quietened
 PARTS = ("training", "data", "padding", "time-to-accuracy", "evaluation", "data-parallel")
 # The fastest configuration found for 2-digit addition on the 2-core CPU (README, Speed): the time-to-99% row.
 FASTEST_FORMAT = "padded-reversed"
-FASTEST_CONFIG = dict(model_size="tiny", batch_size=64, learning_rate=3e-3, warmup_steps=50, num_epochs=12,
-                      eval_steps=50, eval_batch_size=1000)
+FASTEST_CONFIG = dict(batch_size=64, learning_rate=3e-3, warmup_steps=50, num_epochs=12, eval_steps=50,
+                      eval_batch_size=1000)
 DEFAULTS = {  # per device type: what fits a 2-core CPU in minutes, and what loads an H100
     "cpu": dict(precisions="fp32,bf16", batch_sizes="32,128", matmul_size=2048),
     "cuda": dict(precisions="fp32,fp16,bf16", batch_sizes="256,1024,4096", matmul_size=8192),
@@ -137,7 +139,7 @@ def measure_padding(args, device):
     """Training on numbers of 1-10 digits (reversed-all, the length-generalisation data), shuffled batches against
     --group-by-length."""
     config = DataConfig(num_examples=args.padding_examples, max_digits=10, format="reversed-all", test_only=True)
-    dataset = ArithmeticDataset(generate_splits(config)["test"], Tokenizer(), None).to(device)
+    dataset = ArithmeticDataset(generate_splits(config)["test"], Tokenizer()).to(device)
     results = bench.padding_cost(dataset, device, batch_size=128, rounds=args.rounds)
     for name, row in results.items():
         log.info(f"padding, {args.padding_examples} problems of 1-10 digits, tiny, batch 128, {name}: "
@@ -148,10 +150,10 @@ def measure_padding(args, device):
 
 def measure_evaluation(args, device, run_dir, splits):
     """The model trained for the time-to-accuracy row, on all problems of the default dataset."""
-    model, tokenizer, _, _ = load_model(run_dir, device, log)
-    dataset = ArithmeticDataset([text for split in SPLITS for text in splits[split]], tokenizer,
-                                model.config.max_length, data_format=FASTEST_FORMAT).to(device)
-    result = bench.generation_speed(model, dataset, tokenizer, device, args.eval_batch_size)
+    trained = load_model(run_dir, device, log)
+    dataset = ArithmeticDataset([text for split in SPLITS for text in splits[split]], trained.tokenizer,
+                                metadata={"format": FASTEST_FORMAT}).to(device)
+    result = bench.generation_speed(trained.model, dataset, trained.tokenizer, device, args.eval_batch_size)
     log.info(f"evaluation of {result['num_problems']:,} problems: KV-cached batch {args.eval_batch_size} "
              f"{result['cached_problems_per_second']:,.0f} problems/s, naive (one at a time, full recompute) "
              f"{result['naive_problems_per_second']:,.0f} problems/s: {result['speedup']:.1f}x; identical answers: "
@@ -234,8 +236,7 @@ def main():
     data_config = DataConfig()  # the default task: 2-digit addition, all 10,000 problems
     splits = generate_splits(data_config)
     tokenizer = Tokenizer()
-    datasets = {split: ArithmeticDataset(splits[split], tokenizer, TrainConfig.max_length).to(device)
-                for split in SPLITS}
+    datasets = {split: ArithmeticDataset(splits[split], tokenizer).to(device) for split in SPLITS}
 
     if "training" in parts:
         results["matmul_peak_flops"], results["training"] = measure_training(args, device, datasets["train"],
@@ -258,13 +259,14 @@ def main():
                 fast_splits = generate_splits(fast_data_config)
                 data_dir, run_dir = os.path.join(directory, f"data-{seed}"), os.path.join(directory, f"run-{seed}")
                 write_splits(data_dir, fast_splits, fast_data_config)
-                config = TrainConfig(**FASTEST_CONFIG, seed=seed, data_dir=data_dir, output_dir=run_dir,
-                                     no_wandb=True, save_steps=10**9, logging_steps=10**9, device=device.type)
+                config = TrainConfig(ModelConfig("tiny"), **FASTEST_CONFIG, seed=seed, data_dir=data_dir,
+                                     output_dir=run_dir, wandb=False, save_steps=10**9, logging_steps=10**9,
+                                     device=device.type)
                 log.info(f"time to 99% val exact match, seed {seed}: training {FASTEST_CONFIG} on the "
                          f"{FASTEST_FORMAT} format ...")
-                logging.getLogger("src").setLevel(logging.WARNING)
+                logging.getLogger("math_llm").setLevel(logging.WARNING)  # the training's own log lines
                 result = bench.time_to_accuracy(config, target=0.99)
-                logging.getLogger("src").setLevel(logging.NOTSET)
+                logging.getLogger("math_llm").setLevel(logging.NOTSET)
                 results["time_to_accuracy"].append({"seed": seed, "format": FASTEST_FORMAT, **result})
                 log.info(f"seed {seed}: 99% val exact match after {result['training_seconds'] or float('nan'):.2f} s "
                          f"of training steps (step {result['step']}), "

@@ -6,15 +6,13 @@
 import argparse
 import logging
 
-from src.checkpoint import load_model
-from src.cli import run_main
-from src.problems import FORMATS
-from src.generation import complete
-from src.logging_setup import setup_logging
-from src.runtime import select_device
-from src.tokenizer import TokenizerError
+from math_llm.checkpoint import load_model
+from math_llm.cli import run_main
+from math_llm.decoding import complete
+from math_llm.logging_setup import setup_logging
+from math_llm.runtime import select_device
 
-log = logging.getLogger("interactive")
+log = logging.getLogger("math_llm.interactive")
 
 
 def build_parser():
@@ -30,12 +28,12 @@ def main():
     args = build_parser().parse_args()
     setup_logging()
     device = select_device(args.device)
-    model, tokenizer, checkpoint, model_path = load_model(args.checkpoint, device, log)
-    data_format = checkpoint.get("data_format", "plain")
-    data = checkpoint.get("data_config")  # best_model.pt files from before operations lack it
-    trained_on = f" with operations {data['operations']} up to {data['max_digits']} digits" if data else ""
-    print(f"Loaded {model_path}, trained{trained_on} on the {data_format!r} format: {FORMATS[data_format]}. Type a "
-          f"problem in that format (empty line or Ctrl-D to quit).")
+    trained = load_model(args.checkpoint, device, log)
+    data = trained.data_config
+    trained_on = f" with operations {data['operations']} up to {data['max_digits']} digits" if "operations" in data \
+        else ""
+    print(f"Loaded {trained.source}, trained{trained_on} on the {trained.data_format.name!r} format: "
+          f"{trained.data_format.example}. Type a problem in that format (empty line or Ctrl-D to quit).")
     while True:
         try:
             prompt = input("> ").strip().replace(" ", "")
@@ -45,8 +43,8 @@ def main():
         if not prompt:
             break
         try:
-            completion = complete(model, tokenizer, prompt, device)
-        except (TokenizerError, ValueError) as error:
+            completion = complete(trained, prompt, device)
+        except ValueError as error:  # TokenizerError is one
             print(f"invalid input: {error}")
             continue
         if "=" in prompt:

@@ -10,13 +10,13 @@ import json
 import logging
 import os
 
-from src.cli import run_main
-from src.errors import ConfigError, DataError
-from src.evaluation import length_bands
-from src.logging_setup import setup_logging
-from src.plots import save_length_plot
+from math_llm.cli import run_main
+from math_llm.errors import ConfigError, DataError
+from math_llm.evaluation import length_bands
+from math_llm.logging_setup import setup_logging
+from math_llm.plots import save_length_plot
 
-log = logging.getLogger("plot_lengths")
+log = logging.getLogger("math_llm.plot_lengths")
 
 
 def build_parser():

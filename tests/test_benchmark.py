@@ -3,7 +3,11 @@ measured by running it, never asserted in a test)."""
 
 import json
 
-from tests.conftest import run_script
+import pytest
+
+from tests.helpers import run_script
+
+pytestmark = pytest.mark.slow
 
 
 def test_benchmark_writes_every_measured_row_and_the_target_checks(tmp_path):

@@ -1,3 +1,6 @@
+"""Checkpoint files: atomic writes, the newest readable one found by step, fallbacks and clear errors for corrupt,
+foreign, code-running or older-format files, and RNG state through a weights-only load."""
+
 import logging
 import os
 import pickle
@@ -8,12 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from src import checkpoint as ckpt
-from src.errors import CheckpointError
-from src.model import ModelConfig, Transformer, build_model_config
-from src.tokenizer import Tokenizer
+from math_llm import checkpoint as ckpt
+from math_llm.errors import CheckpointError
+from math_llm.formats import FORMATS
+from math_llm.model import ModelConfig, Transformer
+from math_llm.probe import RunningSumProbe
+from math_llm.tokenizer import Tokenizer
+from math_llm.trainer import TrainConfig
+from math_llm.trained_model import TrainedModel
 
 log = logging.getLogger("test")
+
+
+def tiny_model_checkpoint(probe=False):
+    """The contents a best_model.pt of a tiny model has."""
+    config = TrainConfig(ModelConfig("tiny", max_length=16), running_sum_loss=float(probe))
+    model = Transformer(config.model)
+    trained = TrainedModel(model, Tokenizer(), FORMATS["plain"], None, {"max_digits": 2},
+                           RunningSumProbe(64) if probe else None)
+    return {**ckpt.model_contents(config, trained), "step": 1, "val_metrics": {}}
 
 
 def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
@@ -22,7 +38,7 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
     with pytest.raises(Exception):
         ckpt.save_atomic({"step": 6, "unpicklable": lambda: None}, str(path))
     assert os.listdir(tmp_path) == ["checkpoint-5.pt"]  # no temp file left behind
-    assert ckpt.load_checkpoint(str(path))["step"] == 5
+    assert torch.load(path, weights_only=True)["step"] == 5
 
 
 def test_latest_is_found_by_step_number_not_name_order(tmp_path):
@@ -41,13 +57,25 @@ def test_truncated_checkpoint_is_reported_by_name(tmp_path):
         ckpt.load_checkpoint(str(path))
 
 
+def test_a_model_round_trips_through_best_model_with_its_probe(tmp_path):
+    contents = tiny_model_checkpoint(probe=True)
+    torch.nn.init.constant_(contents["probe"]["linear.bias"], 2.5)
+    ckpt.save_atomic(contents, str(tmp_path / "best_model.pt"))
+    trained = ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+    assert trained.source == str(tmp_path / "best_model.pt") and trained.step == 1
+    assert trained.data_format.name == "plain" and trained.trained_lengths == [1, 2]
+    assert not trained.model.training and trained.probe.linear.bias.item() == 2.5
+    weights = trained.model.state_dict()
+    assert all(torch.equal(weights[name], contents["model"][name]) for name in contents["model"])
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
-    ckpt.save_atomic({"step": 1}, ckpt.checkpoint_path(str(tmp_path), 1))
-    ckpt.save_atomic({"step": 2}, ckpt.checkpoint_path(str(tmp_path), 2))
+    contents = {key: None for key in ckpt.TRAINING_KEYS} | {"format_version": ckpt.FORMAT_VERSION}
+    ckpt.save_atomic({**contents, "state": {"step": 1}}, ckpt.checkpoint_path(str(tmp_path), 1))
     with open(ckpt.checkpoint_path(str(tmp_path), 2), "wb") as f:
         f.write(b"not a checkpoint")
     checkpoint, path = ckpt.load_latest_checkpoint(str(tmp_path), log)
-    assert checkpoint["step"] == 1 and path.endswith("checkpoint-1.pt")
+    assert checkpoint["state"]["step"] == 1 and path.endswith("checkpoint-1.pt")
     assert "checkpoint-2.pt: unreadable" in caplog.text
 
 
@@ -57,22 +85,31 @@ def test_no_readable_checkpoint_at_all_is_an_error_not_a_fresh_start(tmp_path):
         ckpt.load_latest_checkpoint(str(tmp_path), log)
 
 
+def test_a_checkpoint_of_another_format_version_is_refused_in_one_line(tmp_path):
+    contents = tiny_model_checkpoint()
+    for version, written_by in ((None, "an older version of Math LLM"), (ckpt.FORMAT_VERSION + 1, "a newer one")):
+        ckpt.save_atomic({**contents, "format_version": version}, str(tmp_path / "best_model.pt"))
+        with pytest.raises(CheckpointError, match=f"best_model.pt: checkpoint format {version}, written by "
+                                                  f"{written_by}; this code reads format {ckpt.FORMAT_VERSION}"):
+            ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+
+
 def test_an_output_dir_without_best_model_uses_its_newest_readable_checkpoint(tmp_path):
-    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=16))
-    checkpoint = {"model": model.state_dict(), "model_config": asdict(model.config), "vocab": Tokenizer().vocab}
-    ckpt.save_atomic({**checkpoint, "step": 1}, ckpt.checkpoint_path(str(tmp_path), 1))
+    contents = tiny_model_checkpoint()
+    training = {**contents, "state": asdict(ckpt.TrainingState(step=1)), "optimizer": {}, "scaler": {}, "rng": [],
+                "train_data_fingerprint": "", "precision": "fp32"}
+    ckpt.save_atomic(training, ckpt.checkpoint_path(str(tmp_path), 1))
     (tmp_path / "checkpoint-2.pt").write_bytes(b"garbage")
-    _, _, loaded, path = ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
-    assert loaded["step"] == 1 and path.endswith("checkpoint-1.pt")
+    trained = ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+    assert trained.step == 1 and trained.source.endswith("checkpoint-1.pt")
 
 
 def test_a_checkpoint_that_is_not_a_model_is_reported_by_name(tmp_path):
     ckpt.save_atomic(torch.ones(3), str(tmp_path / "tensor.pt"))
     with pytest.raises(CheckpointError, match="tensor.pt: not a Math LLM checkpoint"):
         ckpt.load_model(str(tmp_path / "tensor.pt"), torch.device("cpu"), log)
-    ckpt.save_atomic({"model": {}, "model_config": asdict(ModelConfig()), "vocab": Tokenizer().vocab},
-                     str(tmp_path / "empty.pt"))
-    with pytest.raises(CheckpointError, match="empty.pt: its model_config and weights do not make a model"):
+    ckpt.save_atomic({**tiny_model_checkpoint(), "model": {}}, str(tmp_path / "empty.pt"))
+    with pytest.raises(CheckpointError, match="empty.pt: its configs and weights do not make a model"):
         ckpt.load_model(str(tmp_path / "empty.pt"), torch.device("cpu"), log)
 
 
@@ -99,5 +136,5 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     ckpt.save_atomic({"rng": ckpt.capture_rng_state()}, str(tmp_path / "rng.pt"))
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    ckpt.restore_rng_state(ckpt.load_checkpoint(str(tmp_path / "rng.pt"))["rng"])
+    ckpt.restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

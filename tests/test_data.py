@@ -1,3 +1,6 @@
+"""Datasets: generation (disjoint distinct splits, balanced or weighted operations, operand counts and lengths, every
+sampling, numbers past int64, division's divisors), the JSON files, and the tokenised dataset."""
+
 import json
 import logging
 from collections import Counter
@@ -6,11 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from src.data import (IGNORE_INDEX, ArithmeticDataset, DataConfig, fill_quotas, generate_splits, read_split,
-                      sample_carry_balanced, weighted_quotas, write_splits)
-from src.problems import FORMATS, Problem, multiplication_running_sums, num_carries, parse_prompt, split_example
-from src.errors import ConfigError, DataError
-from src.tokenizer import DEFAULT_VOCAB, Tokenizer, TokenizerError, vocab_for
+from math_llm.data import ArithmeticDataset, read_split, write_splits
+from math_llm.data_generation import (DataConfig, fill_quotas, generate_splits, sample_carry_balanced,
+                                      weighted_quotas)
+from math_llm.errors import ConfigError, DataError
+from math_llm.formats import FORMATS, PLAIN
+from math_llm.model import IGNORE_INDEX
+from math_llm.operations import OPERATIONS
+from math_llm.problems import Problem, parse_prompt, split_example
+from math_llm.tokenizer import DEFAULT_VOCAB, Tokenizer, TokenizerError, vocab_for
+
+
+def num_carries(problem):
+    return problem.operation.carries.count(problem.operands) if problem.operation.carries else None
 
 
 def test_fill_quotas_caps_small_bins_and_spreads_the_rest():
@@ -66,12 +77,7 @@ def test_unknown_character_in_data_names_file_and_line(tmp_path):
     write_splits(str(data_dir), {"train": ["1+1=2<end>", "2+2=4<end>", "3*3=9<end>"]}, DataConfig())
     path = str(data_dir / "train.json")
     with pytest.raises(DataError, match=r"train.json line 5: unknown character '\*' at position 1"):
-        ArithmeticDataset.from_file(path, Tokenizer(), max_length=32)
-
-
-def test_example_longer_than_max_length_is_an_error():
-    with pytest.raises(DataError, match=r"has 12 tokens, more than the max_length of 8 \(train.py --max-length\)"):
-        ArithmeticDataset(["123+456=579<end>"], Tokenizer(), max_length=8)
+        ArithmeticDataset.from_file(path, Tokenizer())
 
 
 def test_written_files_record_their_config(tmp_path):
@@ -83,9 +89,9 @@ def test_written_files_record_their_config(tmp_path):
 
 def test_batch_targets_cover_only_answer_tokens_and_pad_to_longest_in_batch():
     tokenizer = Tokenizer()
-    dataset = ArithmeticDataset(["1+2=3<end>", "12+34=46<end>", "5+5=10<end>"], tokenizer, max_length=32)
-    inputs, targets, running_sums = dataset.batch(torch.tensor([0, 2]))
-    assert running_sums is None and inputs.shape == (2, 6)  # "5+5=10<end>" has 7 tokens: inputs drop the last
+    dataset = ArithmeticDataset(["1+2=3<end>", "12+34=46<end>", "5+5=10<end>"], tokenizer)
+    inputs, targets, extra = dataset.batch(torch.tensor([0, 2]))
+    assert extra == {} and inputs.shape == (2, 6)  # "5+5=10<end>" has 7 tokens: inputs drop the last
     assert tokenizer.decode(inputs[1]) == "5+5=10"
     # target j is token j+1; only the answer "10" and <end> are learned
     assert targets[1].tolist() == [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX] + tokenizer.encode("10<end>")
@@ -110,8 +116,8 @@ def test_data_file_that_is_not_text_is_a_clear_error(tmp_path):
 def test_format_is_recorded_in_the_files_and_read_back(tmp_path):
     config = DataConfig(num_examples=50, format="padded-reversed")
     write_splits(str(tmp_path), generate_splits(config), config)
-    dataset = ArithmeticDataset.from_file(str(tmp_path / "val.json"), Tokenizer(), max_length=32)
-    assert dataset.format == "padded-reversed"
+    dataset = ArithmeticDataset.from_file(str(tmp_path / "val.json"), Tokenizer())
+    assert dataset.format == FORMATS["padded-reversed"]
     _, metadata, _ = read_split(str(tmp_path / "train.json"))
     assert metadata["format"] == "padded-reversed"
 
@@ -125,13 +131,13 @@ def test_unknown_format_in_a_data_file_is_a_clear_error(tmp_path, value, shown):
 
 
 def test_padded_formats_know_their_operand_width():
-    dataset = ArithmeticDataset(["012+007=0019<end>"], Tokenizer(), 32, data_format="padded")
+    dataset = ArithmeticDataset(["012+007=0019<end>"], Tokenizer(), metadata={"format": "padded"})
     assert dataset.operand_width == 3
-    assert ArithmeticDataset(["12+7=19<end>"], Tokenizer(), 32).operand_width is None
+    assert ArithmeticDataset(["12+7=19<end>"], Tokenizer()).operand_width is None
 
 
-def all_problems(splits, data_format="plain"):
-    return [parse_prompt(split_example(text)[0], data_format) for examples in splits.values() for text in examples]
+def all_problems(splits, name="plain"):
+    return [parse_prompt(split_example(text)[0], FORMATS[name]) for examples in splits.values() for text in examples]
 
 
 def test_mixed_operations_are_equally_represented_right_and_disjoint():
@@ -205,7 +211,7 @@ def test_uniform_sampling_draws_operands_uniformly():
 @pytest.mark.parametrize("operator, lengths, most", [("+", (3, 3), 3), ("+", (4, 2), 4), ("-", (3, 3), 2),
                                                     ("-", (2, 4), 3)])
 def test_carry_balanced_sampling_spreads_carries_evenly_as_evaluation_counts_them(operator, lengths, most):
-    pairs = sample_carry_balanced(operator, lengths, 600, np.random.default_rng(0))
+    pairs = sample_carry_balanced(OPERATIONS[operator], lengths, 600, np.random.default_rng(0))
     problems = [Problem(operator, tuple(pair)) for pair in pairs.tolist()]
     assert all(problem.operand_digits == lengths for problem in problems)
     counts = Counter(num_carries(problem) for problem in problems)
@@ -226,10 +232,12 @@ def test_carry_balanced_sampling_makes_long_carry_chains_common():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"operations": "+,/"}, "--operations must be a comma-separated subset"),
+    ({"operations": "+,%"}, "--operations must be a comma-separated subset"),
     ({"operations": "+,+"}, "--operations must be a comma-separated subset"),
     ({"max_operands": 1}, "--max-operands must be at least 2"),
     ({"sampling": "carry-balanced", "operations": "*"}, "carry-balanced counts the carries"),
+    ({"operations": "/", "max_operands": 3}, "div \\(/\\) takes at most 2 operands"),
+    ({"operations": "+,div", "format": "padded-scratchpad"}, "format writes scratchpad steps, and div"),
     ({"format": "scratchpad", "operations": "+,-", "max_operands": 3}, "steps for - with at most 2 operands"),
     ({"format": "scratchpad-pairwise", "operations": "*", "max_operands": 3}, "steps for \\* with at most 2"),
     ({"sampling": "sorted"}, "--sampling must be one of"),
@@ -257,7 +265,7 @@ def test_data_files_from_before_operations_still_load(tmp_path):
     path = tmp_path / "test.json"
     path.write_text('{"metadata": {"split": "test", "operations": ["+"], "num_examples": 2}, '
                     '"examples": ["1+1=2<end>", "12+7=19<end>"]}')
-    dataset = ArithmeticDataset.from_file(str(path), Tokenizer(), 32)
+    dataset = ArithmeticDataset.from_file(str(path), Tokenizer())
     assert [problem.operands for problem in dataset.problems] == [(1, 1), (12, 7)]
 
 
@@ -265,7 +273,7 @@ def test_a_prompt_that_is_not_a_problem_names_its_line(tmp_path):
     path = tmp_path / "test.json"
     path.write_text('{"examples": [\n"1+1=2<end>",\n"11=2<end>"\n]}')
     with pytest.raises(DataError, match="test.json line 3: expected a prompt like"):
-        ArithmeticDataset.from_file(str(path), Tokenizer(), 32)
+        ArithmeticDataset.from_file(str(path), Tokenizer())
 
 
 def test_weighted_quotas_follow_weights_within_capacities():
@@ -305,7 +313,7 @@ def test_numbers_far_past_int64_are_sampled_written_and_read_back_exactly(data_f
     problems = all_problems(splits, data_format)
     assert all(40 <= min(problem.operand_digits) and max(problem.operand_digits) <= 60 for problem in problems)
     for problem, text in zip(problems, examples):
-        assert problem.render(data_format, config.max_digits) == text  # the answer is the exact big-int result
+        assert problem.render(FORMATS[data_format], config.max_digits) == text  # the exact big-int answer
     longest = Counter(max(problem.operand_digits) for problem in problems)
     if sampling == "uniform":  # 9 in 10 numbers below 10^60 have 60 digits
         assert 0.95 < longest[60] / 300 < 1  # the longer of two operands: 1 - 0.1^2 = 99%
@@ -321,42 +329,14 @@ def test_test_only_writes_every_problem_to_the_test_split(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["test.json"]
 
 
-@pytest.mark.parametrize("data_format", [name for name in FORMATS if "scratchpad" not in name])
-def test_running_sums_sit_at_the_answer_digits_of_two_operand_multiplications_only(data_format):
-    examples = generate_splits(DataConfig(num_examples=300, max_digits=3, operations="+,*", max_operands=3,
-                                          format=data_format, seed=5))["train"]
-    tokenizer = Tokenizer(vocab_for(examples))
-    dataset = ArithmeticDataset(examples, tokenizer, None, data_format=data_format)
-    two_operand_products = [prompt.count("*") == 1 for prompt in dataset.prompts]
-    assert dataset.add_running_sums() == sum(two_operand_products) > 0
-    assert any(prompt.count("*") == 2 for prompt in dataset.prompts)  # a*b*c: skipped
-    for row, (prompt, answer) in enumerate(zip(dataset.prompts, dataset.answers)):
-        has_sum = dataset.running_sums[row].isfinite()
-        if not two_operand_products[row]:
-            assert not has_sum.any()
-            continue
-        start = len(prompt)
-        assert has_sum.nonzero().flatten().tolist() == list(range(start, start + len(answer)))
-        sums = dataset.running_sums[row, start:start + len(answer)].long().tolist()
-        totals = multiplication_running_sums(*parse_prompt(prompt, data_format).operands, len(answer))
-        assert sums == (totals if "reversed" in data_format else totals[::-1])  # place k at answer digit k
-        assert "".join(str(total % 10) for total in sums) == answer  # each total ends in its digit
-    inputs, targets, running_sums = dataset.batch(torch.arange(len(dataset)))
-    is_digit_target = (targets >= 0) & (targets != tokenizer.end_id)  # answer tokens other than <end>
-    assert torch.equal(running_sums.isfinite(), is_digit_target & torch.tensor(two_operand_products)[:, None])
-
-
-def test_data_without_two_operand_multiplication_gets_no_running_sums():
-    examples = generate_splits(DataConfig(num_examples=50, operations="+,-", seed=5))["train"]
-    dataset = ArithmeticDataset(examples, Tokenizer(vocab_for(examples)), None)
-    assert dataset.add_running_sums() == 0 and dataset.running_sums is None
-    assert dataset.batch(torch.arange(4))[2] is None
-
-
-def test_running_sums_of_a_scratchpad_format_are_a_config_error():
-    examples = generate_splits(DataConfig(num_examples=50, operations="*", format="scratchpad", seed=5))["train"]
-    dataset = ArithmeticDataset(examples, Tokenizer(vocab_for(examples)), None, source="x/train.json",
-                                data_format="scratchpad")
-    with pytest.raises(ConfigError, match="x/train.json: the running-sum loss reads answers written without a "
-                                          "scratchpad"):
-        dataset.add_running_sums()
+def test_division_never_draws_a_zero_divisor_and_counts_what_exists():
+    config = DataConfig(num_examples=10_000, max_digits=1, operations="/", test_only=True)
+    problems = all_problems(generate_splits(config))
+    assert len(problems) == 90 and min(problem.operands[1] for problem in problems) == 1  # 10 x 9 exist
+    balanced = all_problems(generate_splits(DataConfig(num_examples=3000, max_digits=3, operations="+,/", seed=2)))
+    assert Counter(problem.operator for problem in balanced) == {"+": 1500, "/": 1500}
+    assert all(problem.operands[1] > 0 for problem in balanced if problem.operator == "/")
+    for sampling in ("uniform", "mixed", "same-length"):
+        sampled = all_problems(generate_splits(DataConfig(num_examples=500, max_digits=2, operations="/",
+                                                          sampling=sampling, seed=3)))
+        assert len(set(sampled)) == 500 and all(problem.operands[1] > 0 for problem in sampled)

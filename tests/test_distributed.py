@@ -11,9 +11,12 @@ import time
 import pytest
 import torch
 
-from src.data import DataConfig, generate_splits, write_splits
-from src.problems import split_example
-from tests.conftest import REPO_ROOT, run_script, script_env
+from math_llm.data import write_splits
+from math_llm.data_generation import DataConfig, generate_splits
+from math_llm.problems import split_example
+from tests.helpers import REPO_ROOT, check_slow_test, run_script, script_env
+
+pytestmark = pytest.mark.slow
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 # 320 training problems, + and x; 10 steps of a global batch of 32 in fp32, no dropout: 2 x 16 = 32 x 1 = 16 x 2
@@ -29,6 +32,7 @@ FAULT_FLAGS = ["--model-size", "tiny", "--batch-size", 16, "--num-epochs", 8, "-
 
 
 def torchrun(*args, home, max_restarts=0, wait=True):
+    check_slow_test()
     command = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "--max-restarts", str(max_restarts),
                os.path.join(REPO_ROOT, "scripts", "train.py"), *map(str, args)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -166,7 +170,7 @@ def test_a_two_process_run_resumes_on_one_process_without_replaying_or_skipping_
     process = torchrun("--data-dir", data_dir, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path, wait=False)
     kill_rank_after(process, output_dir, 90)
     checkpoint = torch.load(output_dir / "checkpoint-90.pt", weights_only=True)
-    assert checkpoint["examples_seen"] == 90 * 32 and len(checkpoint["rng"]) == 2
+    assert checkpoint["state"]["examples_seen"] == 90 * 32 and len(checkpoint["rng"]) == 2
     resumed = run_script("train.py", "--data-dir", data_dir, "--output-dir", output_dir, *FAULT_FLAGS, home=tmp_path)
     assert "resuming" in resumed.stderr and "example 1280 of epoch 2" in resumed.stderr
     assert "holds the RNG states of 2 processes and this run has 1" in resumed.stderr
@@ -175,4 +179,4 @@ def test_a_two_process_run_resumes_on_one_process_without_replaying_or_skipping_
     assert state["step"] == state["total_steps"] == 90 + 20 + 600
     final = torch.load(sorted(output_dir.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[-1],
                        weights_only=True)
-    assert final["examples_seen"] == 8 * 1600
+    assert final["state"]["examples_seen"] == 8 * 1600

@@ -1,19 +1,30 @@
-"""Metrics on a known case: a model that answers from a fixed table, some answers deliberately wrong."""
+"""Metrics on a known case: a model that answers from a fixed table, some answers deliberately wrong; edge cases;
+plots and the report."""
 
 import logging
 
 import pytest
 import torch
 
-from src.data import ArithmeticDataset
-from src.edge_cases import edge_case_datasets, edge_cases, nines
-from src.evaluation import (evaluate, length_bands, length_table, log_report, running_sum_readout,
-                            scalar_metrics)
-from src.model import ModelConfig, Transformer, build_model_config
-from src.plots import save_grid_heatmap, save_length_plot
-from src.problems import Problem, multiplication_running_sums, num_carries, split_example
-from src.runtime import select_precision
-from src.tokenizer import Tokenizer, vocab_for
+from math_llm.data import ArithmeticDataset
+from math_llm.edge_cases import edge_case_datasets, edge_cases
+from math_llm.evaluation import length_bands, length_table, log_report, scalar_metrics
+from math_llm.formats import FORMATS
+from math_llm.metrics import split_metrics
+from math_llm.model import ModelConfig, Transformer
+from math_llm.operations import nines
+from math_llm.plots import save_grid_heatmap, save_length_plot
+from math_llm.problems import Problem, split_example
+from math_llm.runtime import select_precision
+from math_llm.tokenizer import Tokenizer, vocab_for
+
+
+def num_carries(problem):
+    return problem.operation.carries.count(problem.operands) if problem.operation.carries else None
+
+
+def evaluate(model, dataset, tokenizer, batch_size, device, precision):
+    return split_metrics(model, dataset, tokenizer, batch_size, device, precision)
 
 CPU = torch.device("cpu")
 
@@ -56,7 +67,7 @@ def test_metrics_on_a_known_case():
     examples = ["1+2=3<end>", "4+5=9<end>", "12+34=46<end>", "50+50=100<end>", "7+13=20<end>"]
     # two wrong answers: one digit off ("47"), and one too short ("10" for "100")
     answers = {"1+2=": "3", "4+5=": "9", "12+34=": "47", "50+50=": "10", "7+13=": "20"}
-    dataset = ArithmeticDataset(examples, tokenizer, max_length=32)
+    dataset = ArithmeticDataset(examples, tokenizer)
     results = evaluate(TableModel(tokenizer, answers), dataset, tokenizer, batch_size=2,
                        device=torch.device("cpu"), precision=select_precision(torch.device("cpu")))
     assert results["exact_match"] == pytest.approx(3 / 5)
@@ -78,12 +89,12 @@ def test_metrics_on_a_known_case():
 
 def test_breakdown_by_operation_cell_carries_and_scratchpad_steps():
     problems = [Problem("+", (58, 67)), Problem("+", (3, 4)), Problem("-", (12, 307)), Problem("*", (12, 34))]
-    examples = [problem.render("scratchpad") for problem in problems]
+    examples = [problem.render(FORMATS["scratchpad"]) for problem in problems]
     tokenizer = Tokenizer(vocab_for(examples))
     answers = {prompt: answer for prompt, answer in map(split_example, examples)}
     answers["58+67="] = answers["58+67="].replace("5+6+1=12", "5+6+1=11")  # a wrong step, a right answer
     answers["12*34="] = answers["12*34="][:-1] + "9"  # right steps, a wrong answer
-    dataset = ArithmeticDataset(examples, tokenizer, max_length=64, data_format="scratchpad")
+    dataset = ArithmeticDataset(examples, tokenizer, metadata={"format": "scratchpad"})
     results = evaluate(TableModel(tokenizer, answers, max_length=64), dataset, tokenizer, batch_size=3,
                        device=CPU, precision=select_precision(CPU))
     assert results["exact_match"] == 0.75  # the final answer decides, not the steps
@@ -111,12 +122,12 @@ def test_breakdown_by_operation_cell_carries_and_scratchpad_steps():
 def test_digit_places_of_reversed_and_padded_answers():
     """Reversed answers are read from the front, a sign is not a digit, and padding zeros are places."""
     problems = [Problem("-", (12, 307)), Problem("-", (307, 12)), Problem("*", (12, 34))]
-    examples = [problem.render("padded-reversed-all", 3) for problem in problems]  # =-592 =592 =804000
+    examples = [problem.render(FORMATS["padded-reversed-all"], 3) for problem in problems]  # =-592 =592 =804000
     tokenizer = Tokenizer(vocab_for(examples))
     answers = {prompt: answer for prompt, answer in map(split_example, examples)}
     answers["210-703="] = "-599"  # the hundreds digit wrong: 995 for 295
     answers["210*430="] = "80400"  # one padding zero short
-    dataset = ArithmeticDataset(examples, tokenizer, max_length=32, data_format="padded-reversed-all")
+    dataset = ArithmeticDataset(examples, tokenizer, metadata={"format": "padded-reversed-all"})
     results = evaluate(TableModel(tokenizer, answers), dataset, tokenizer, batch_size=3, device=CPU,
                        precision=select_precision(CPU))
     places = results["digit_accuracy_by_place"]
@@ -129,16 +140,16 @@ def test_digit_places_of_reversed_and_padded_answers():
 def test_sign_accuracy_of_subtraction_counts_right_signs_of_final_answers(data_format, caplog):
     problems = [Problem("-", (12, 307)), Problem("-", (307, 12)), Problem("-", (5, 9)), Problem("-", (40, 3)),
                 Problem("-", (3, 80)), Problem("-", (9, 2)), Problem("-", (8, 1)), Problem("+", (3, 4))]
-    examples = [problem.render(data_format, 3) for problem in problems]
+    examples = [problem.render(FORMATS[data_format], 3) for problem in problems]
     tokenizer = Tokenizer(vocab_for(examples))
     answers = {prompt: answer for prompt, answer in map(split_example, examples)}
     prompts = list(answers)
     # 12-307 and 307-12 answered with each other's answer (+295 and -295: wrong signs); 40-3 with 36 (right sign);
     # 8-1 with no answer at all
     answers[prompts[0]], answers[prompts[1]] = answers[prompts[1]], answers[prompts[0]]
-    answers[prompts[3]] = Problem("-", (40, 4)).answer_text(data_format, 3)
+    answers[prompts[3]] = Problem("-", (40, 4)).answer_text(FORMATS[data_format], 3)
     answers[prompts[6]] = answers[prompts[6]].partition("</think>")[0] if "scratchpad" in data_format else ""  # none
-    dataset = ArithmeticDataset(examples, tokenizer, max_length=128, data_format=data_format)
+    dataset = ArithmeticDataset(examples, tokenizer, metadata={"format": data_format})
     results = evaluate(TableModel(tokenizer, answers, max_length=128), dataset, tokenizer, batch_size=8, device=CPU,
                        precision=select_precision(CPU))
     assert results["exact_match_by_operation"]["-"] == {"exact_match": 3 / 7, "count": 7}
@@ -163,13 +174,17 @@ def test_edge_cases_hold_what_their_names_promise():
 
 
 def test_edge_cases_follow_the_datasets_format_width_and_max_length():
-    examples = [Problem("+", (12, 7)).render("padded-reversed", 3), Problem("+", (5, 3)).render("padded-reversed", 3)]
-    dataset = ArithmeticDataset(examples, Tokenizer(), 32, data_format="padded-reversed")
-    cases = edge_case_datasets(dataset, Tokenizer(), 32)
+    padded = FORMATS["padded-reversed"]
+    examples = [Problem("+", (12, 7)).render(padded, 3), Problem("+", (5, 3)).render(padded, 3)]
+    dataset = ArithmeticDataset(examples, Tokenizer(), metadata={"format": "padded-reversed"})
+    cases = edge_case_datasets(dataset, Tokenizer())
     assert "999+999=8991<end>" in cases["all nines"].examples  # padded to the dataset's width of 3
     assert set(cases) == {"all nines", "carry through every digit", "zero operand"}
-    short = edge_case_datasets(dataset, Tokenizer(), 12)  # the 13-token cases do not fit
-    assert all(len(text) <= 17 for cases in short.values() for text in cases.examples)
+    # every case has 13 tokens: a model that reads 13 gets them all, one that reads 12 none
+    fitting = edge_case_datasets(dataset, Tokenizer(), Transformer(ModelConfig("tiny", max_length=13)))
+    assert {kind: len(kind_cases) for kind, kind_cases in fitting.items()} == {kind: len(kind_cases) for kind, kind_cases
+                                                                               in cases.items()}
+    assert edge_case_datasets(dataset, Tokenizer(), Transformer(ModelConfig("tiny", max_length=12))) == {}
 
 
 def test_heatmap_is_a_png_with_a_panel_per_operation(tmp_path):
@@ -207,31 +222,19 @@ def test_edge_cases_keep_to_same_length_data_and_to_an_abacus_models_places():
     same = edge_cases(["+"], max_digits=5, max_operands=2, min_digits=2, same_length=True)
     assert {problem.operand_digits[0] == problem.operand_digits[1] for kind in same.values() for problem in kind} \
         == {True}
-    examples = [Problem("+", (12345, 54321)).render("reversed-all"), Problem("+", (7, 8)).render("reversed-all")]
-    dataset = ArithmeticDataset(examples, Tokenizer(), None, data_format="reversed-all")
-    readable = edge_case_datasets(dataset, Tokenizer(), None, digit_positions=7)  # 5+5 digits reach place 7
+    reversed_all = FORMATS["reversed-all"]
+    examples = [Problem("+", (12345, 54321)).render(reversed_all), Problem("+", (7, 8)).render(reversed_all)]
+    dataset = ArithmeticDataset(examples, Tokenizer(), metadata={"format": "reversed-all"})
+    model = Transformer(ModelConfig("tiny", pos_encoding="abacus", digit_positions=7, **Tokenizer().digit_place_ids()))
+    readable = edge_case_datasets(dataset, Tokenizer(), model)  # 5+5 digits reach place 7
     assert "99999+99999=899991<end>" not in readable["all nines"].examples
     assert "9999+9999=89991<end>" in readable["all nines"].examples  # place 6: fits
 
 
-@pytest.mark.parametrize("data_format", ["plain", "padded-reversed-all"])
-def test_running_sum_readout_scores_each_place_against_its_column_total(data_format):
-    """A probe that reads 23 everywhere: its error at each place is the distance of that place's totals from 23,
-    whichever order the format writes the digits in; + problems have no totals."""
-    problems = [Problem("*", (658, 189)), Problem("*", (47, 305)), Problem("+", (12, 34))]
-    examples = [problem.render(data_format, 3) for problem in problems]
-    tokenizer = Tokenizer(vocab_for(examples))
-    dataset = ArithmeticDataset(examples, tokenizer, max_length=32, data_format=data_format)
-    assert dataset.add_running_sums() == 2
-    model = Transformer(build_model_config("tiny", len(tokenizer), max_length=32, running_sum_loss=1))
-    torch.nn.init.constant_(model.running_sum_probe.bias, 2.3)  # in tens
-    readout = running_sum_readout(model, dataset, batch_size=2, device=CPU, precision=select_precision(CPU))
-    totals = [multiplication_running_sums(*problem.operands, 6) for problem in problems[:2]]
-    if data_format == "plain":  # 47*305 = 14335 has five digits: its sixth total is not written
-        totals[1] = totals[1][:5]
-    for place, reading in readout.items():
-        at_place = [sums[int(place)] for sums in totals if int(place) < len(sums)]
-        assert reading["count"] == len(at_place)
-        assert reading["rmse"] == pytest.approx((sum((23 - t) ** 2 for t in at_place) / len(at_place)) ** 0.5)
-        assert reading["read_right"] == sum(t == 23 for t in at_place) / len(at_place)
-    assert len(readout) == 6 and readout["1"]["read_right"] == 0.5  # 47*305: 23 at places 1 and 2
+def test_division_has_edge_cases_of_its_own_and_none_with_a_zero_divisor():
+    cases = edge_cases(["/"], max_digits=3, max_operands=2)
+    problems = [problem for kind in cases.values() for problem in kind]
+    assert all(problem.operands[1] != 0 for problem in problems)
+    assert Problem("/", (999, 99)) in cases["all nines"] and "carry through every digit" not in cases
+    assert all(problem.result == 0 for problem in cases["zero result"]) and len(cases["zero result"]) == 3
+    assert all(problem.operands[0] == 0 for problem in cases["zero operand"])

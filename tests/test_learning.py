@@ -9,10 +9,11 @@ import json
 
 import pytest
 
-from tests.conftest import run_script
+from tests.helpers import run_script
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
 def test_tiny_model_learns_addition_to_95_percent_held_out(tmp_path):
     data_dir, output_dir = tmp_path / "data", tmp_path / "run"
     trained = run_script("train.py", "--model-size", "tiny", "--num-epochs", 30, "--learning-rate", 3e-3,
@@ -27,7 +28,6 @@ def test_tiny_model_learns_addition_to_95_percent_held_out(tmp_path):
     assert f"exact match {results['exact_match']:.4f}" in evaluated.stderr
 
 
-@pytest.mark.slow
 def test_tiny_model_learns_addition_and_negative_subtraction_together(tmp_path):
     """Both operations in one dataset (the vocabulary grows by '-'), answers with a sign: >= 97% held out on each
     (99.9% in the runs behind this threshold, about 15 s of training)."""
@@ -44,7 +44,6 @@ def test_tiny_model_learns_addition_and_negative_subtraction_together(tmp_path):
     assert results["edge_cases"]["exact_match"] >= 0.9
 
 
-@pytest.mark.slow
 def test_tiny_model_learns_3_digit_addition_from_500_problems_with_a_padded_pairwise_scratchpad(tmp_path):
     """The sample-efficiency recipe of README (Results) at a twelfth of its steps: 500 training problems, >= 97% of
     1,000 held-out ones, every step of the scratchpad right as often. This run reaches 100% in 45 s (98.6-99.7% with

@@ -1,11 +1,15 @@
+"""The transformer on its own: parameter counts, causality, the masked loss, the KV cache, every position encoding,
+and its limits (learned positions, digit places), checked in one place."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from src.data import IGNORE_INDEX, ArithmeticDataset
-from src.model import (MODEL_SIZES, KVCache, Transformer, build_model_config, digit_places, place_distance_bias,
-                       random_place_offsets, rotary_angles, rotate)
-from src.tokenizer import DEFAULT_VOCAB, Tokenizer
+from math_llm.data import ArithmeticDataset
+from math_llm.errors import ConfigError
+from math_llm.model import (MODEL_SIZES, DigitPlaces, KVCache, ModelConfig, Transformer, place_distance_bias,
+                            random_place_offsets, rotary_angles, rotate)
+from math_llm.tokenizer import DEFAULT_VOCAB, Tokenizer
 
 
 def expected_parameter_count(num_layers, hidden_size, ffn_size, vocab_size, max_length, **_):
@@ -18,14 +22,33 @@ def expected_parameter_count(num_layers, hidden_size, ffn_size, vocab_size, max_
 
 @pytest.mark.parametrize("size", list(MODEL_SIZES))
 def test_parameter_counts_match_the_table_shapes(size):
-    config = build_model_config(size, vocab_size=13, max_length=32)
+    config = ModelConfig(size, vocab_size=13, max_length=32)
     assert Transformer(config).num_parameters() == expected_parameter_count(vocab_size=13, max_length=32,
                                                                             **MODEL_SIZES[size])
 
 
+def test_a_shape_field_overrides_the_named_size():
+    config = ModelConfig("tiny", num_layers=3, ffn_size=96)
+    assert (config.num_layers, config.hidden_size, config.num_heads, config.ffn_size) == (3, 64, 2, 96)
+    assert len(Transformer(config).blocks) == 3
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(num_heads=3), "--hidden-size 256 is not divisible by --num-heads 3"),
+    (dict(num_layers=0), "--num-layers must be at least 1, got 0"),
+    (dict(dropout=1.0), "--dropout must be in \\[0, 1\\), got 1.0"),
+    (dict(place_bias=False), "--no-place-bias applies to --pos-encoding abacus only"),
+    (dict(pos_encoding="alibi"), "--pos-encoding must be one of learned, rope, abacus"),
+    (dict(model_size="huge"), "--model-size must be one of tiny, small, medium, large"),
+])
+def test_bad_model_settings_are_one_line_config_errors(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**settings)
+
+
 def test_future_tokens_never_change_past_logits():
     torch.manual_seed(0)
-    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=16)).eval()
+    model = Transformer(ModelConfig("tiny", vocab_size=13, max_length=16)).eval()
     tokens = torch.randint(0, 13, (2, 12))
     changed = tokens.clone()
     changed[:, 7:] = (changed[:, 7:] + 1) % 13
@@ -37,16 +60,16 @@ def test_future_tokens_never_change_past_logits():
 
 
 def test_sequence_longer_than_max_length_is_rejected():
-    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=8))
-    with pytest.raises(ValueError, match="exceeds the model's max_length 8"):
+    model = Transformer(ModelConfig("tiny", vocab_size=13, max_length=8))
+    with pytest.raises(ValueError, match="a sequence of 9 tokens, more than the max_length of 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
 
 
 def test_loss_counts_only_answer_tokens():
     torch.manual_seed(0)
     tokenizer = Tokenizer()
-    dataset = ArithmeticDataset(["12+34=46<end>", "5+5=10<end>"], tokenizer, max_length=32)
-    model = Transformer(build_model_config("tiny", vocab_size=len(tokenizer), max_length=32))
+    dataset = ArithmeticDataset(["12+34=46<end>", "5+5=10<end>"], tokenizer)
+    model = Transformer(ModelConfig("tiny", vocab_size=len(tokenizer), max_length=32))
     inputs, targets, _ = dataset.batch(torch.tensor([0, 1]))
     logits, loss = model(inputs, targets)
     answer_positions = [(0, j) for j in range(5, 8)] + [(1, j) for j in range(3, 6)]
@@ -55,48 +78,9 @@ def test_loss_counts_only_answer_tokens():
     torch.testing.assert_close(loss, expected)
 
 
-def test_running_sum_loss_adds_the_probes_squared_error_per_answer_token():
-    torch.manual_seed(0)
-    model = Transformer(build_model_config("tiny", vocab_size=14, max_length=16, running_sum_loss=0.5))
-    torch.nn.init.normal_(model.running_sum_probe.weight)  # it starts at zero
-    inputs, targets = torch.randint(0, 14, (3, 10)), torch.randint(0, 14, (3, 10))
-    targets[1, :4] = IGNORE_INDEX  # 26 answer tokens
-    running_sums = torch.full((3, 10), float("nan"))
-    running_sums[0, 4:8] = torch.tensor([72.0, 116.0, 113.0, 64.0])
-    running_sums[2, 9] = 3.0
-    hidden = []
-    model.ln_final.register_forward_hook(lambda module, args, output: hidden.append(args[0]))
-    _, cross_entropy = model(inputs, targets)
-    _, loss = model(inputs, targets, running_sums=running_sums)
-    has_sum = running_sums.isfinite()
-    probe_reading = model.running_sum_probe(hidden[-1]).squeeze(-1)
-    expected_error = (probe_reading[has_sum] - running_sums[has_sum] / 10).square().sum() / 26
-    torch.testing.assert_close(loss, cross_entropy + 0.5 * expected_error)
-    with torch.autocast("cpu", torch.bfloat16):  # the probe reads in fp32 all the same
-        _, cross_entropy = model(inputs, targets)
-        _, loss = model(inputs, targets, running_sums=running_sums)
-    probe_reading = model.running_sum_probe(hidden[-1].float()).squeeze(-1)
-    expected_error = (probe_reading[has_sum] - running_sums[has_sum] / 10).square().sum() / 26
-    torch.testing.assert_close(loss - cross_entropy, 0.5 * expected_error, rtol=1e-5, atol=1e-5)
-    _, without_sums = model(inputs, targets, running_sums=torch.full((3, 10), float("nan")))
-    without_sums.backward()  # the probe is in the graph even without sums (DDP needs a gradient for it)
-    assert torch.count_nonzero(model.running_sum_probe.weight.grad) == 0
-
-
-def test_the_probe_leaves_the_models_initialisation_as_it_was():
-    torch.manual_seed(0)
-    plain = Transformer(build_model_config("tiny", vocab_size=14, max_length=16)).state_dict()
-    after_plain = torch.rand(1)
-    torch.manual_seed(0)
-    probed = Transformer(build_model_config("tiny", vocab_size=14, max_length=16, running_sum_loss=1)).state_dict()
-    assert torch.equal(torch.rand(1), after_plain)  # the random stream goes on where it would without the probe
-    assert set(probed) - set(plain) == {"running_sum_probe.weight", "running_sum_probe.bias"}
-    assert all(torch.equal(plain[name], probed[name]) for name in plain)
-
-
 def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
     torch.manual_seed(0)
-    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=16)).eval()
+    model = Transformer(ModelConfig("tiny", vocab_size=13, max_length=16)).eval()
     tokens = torch.randint(0, 13, (3, 10))
     cache = KVCache(model.config, batch_size=3, device=torch.device("cpu"))
     with torch.no_grad():
@@ -108,7 +92,7 @@ def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
 
 
 def test_kv_cache_refuses_several_tokens_after_the_prompt():
-    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=16)).eval()
+    model = Transformer(ModelConfig("tiny", vocab_size=13, max_length=16)).eval()
     cache = KVCache(model.config, batch_size=1, device=torch.device("cpu"))
     model(torch.zeros(1, 4, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match="one token per call"):
@@ -118,8 +102,14 @@ def test_kv_cache_refuses_several_tokens_after_the_prompt():
 # ---------------------------------------------------------------------------------------------------------------
 # Position encodings
 
+def digit_places_for(tokenizer):
+    """The digit places of a model with this vocabulary, as train.py builds its config."""
+    return DigitPlaces(ModelConfig(vocab_size=len(tokenizer), pos_encoding="abacus", **tokenizer.digit_place_ids()))
+
+
 def places_of(text):
-    return digit_places(torch.tensor([Tokenizer(DEFAULT_VOCAB + ["-", "*"]).encode(text)]))[0].tolist()
+    tokenizer = Tokenizer(DEFAULT_VOCAB + ["-", "*"])
+    return digit_places_for(tokenizer)(torch.tensor([tokenizer.encode(text)]))[0].tolist()
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -137,10 +127,17 @@ def test_digit_places_count_each_number_from_its_first_digit(text, expected):
     assert places_of(text) == expected
 
 
+def test_digit_places_follow_the_ids_of_the_config_not_the_order_of_a_vocabulary():
+    shuffled = Tokenizer(["<end>", "=", "-", "+", *"9876543210"])
+    places = digit_places_for(shuffled)(torch.tensor([shuffled.encode("21-34=-31<end>")]))[0].tolist()
+    assert places == [1, 2, 0, 1, 2, 1, 1, 2, 3, 0]
+
+
 def test_digit_places_continue_across_decoding_steps():
     tokenizer = Tokenizer(DEFAULT_VOCAB + ["-"])
     ids = torch.tensor([tokenizer.encode("4321+99=3341<end>"), tokenizer.encode("1+2=3<end>" + "<end>" * 7),
                         tokenizer.encode("21-34=-31<end>" + "<end>" * 3)])
+    digit_places = digit_places_for(tokenizer)
     whole = digit_places(ids)
     for prompt_length in (5, 6):  # the sign as the first decoded token, after a prompt that ends with "="
         pieces = [digit_places(ids[:, :prompt_length])]
@@ -151,7 +148,7 @@ def test_digit_places_continue_across_decoding_steps():
 
 def test_training_offsets_shift_every_digit_of_an_example_alike_and_stay_in_the_table():
     torch.manual_seed(0)
-    places = digit_places(torch.tensor([Tokenizer().encode("4321+99=3341<end>")] * 500))
+    places = digit_places_for(Tokenizer())(torch.tensor([Tokenizer().encode("4321+99=3341<end>")] * 500))
     shifted = random_place_offsets(places, table_size=20)
     offsets = shifted - places
     assert torch.equal(shifted == 0, places == 0)  # operators stay at 0
@@ -176,7 +173,8 @@ def test_rotary_attention_depends_only_on_relative_positions():
 @pytest.mark.parametrize("encoding", ["rope", "abacus"])
 def test_length_free_encodings_cache_and_read_past_the_training_length(encoding):
     torch.manual_seed(0)
-    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=8, pos_encoding=encoding)).eval()
+    model = Transformer(ModelConfig("tiny", vocab_size=13, max_length=8, pos_encoding=encoding,
+                                    **Tokenizer().digit_place_ids())).eval()
     assert model.max_tokens is None
     tokens = torch.randint(0, 13, (3, 40))  # five times the training max_length
     cache = KVCache(model.config, batch_size=3, device=torch.device("cpu"), max_tokens=40)
@@ -188,16 +186,32 @@ def test_length_free_encodings_cache_and_read_past_the_training_length(encoding)
 
 
 def test_abacus_refuses_numbers_beyond_its_digit_places_in_evaluation():
-    model = Transformer(build_model_config("tiny", vocab_size=13, max_length=8, pos_encoding="abacus",
-                                          digit_positions=10)).eval()
+    model = Transformer(ModelConfig("tiny", max_length=8, pos_encoding="abacus", digit_positions=10,
+                                    **Tokenizer().digit_place_ids())).eval()
     model(torch.tensor([Tokenizer().encode("123456789+1=")]))  # place 9 is the last one
     with pytest.raises(ValueError, match="reaches digit place 10, beyond the model's 9"):
         model(torch.tensor([Tokenizer().encode("1234567890+1=")]))
 
 
+def test_the_model_names_each_sequence_it_cannot_read_and_why():
+    tokenizer = Tokenizer()
+    texts = ["12+34=46<end>", "123456789+1=123456790<end>", "1+1=2<end>"]
+    ids = [tokenizer.encode(text) for text in texts]
+    tokens = torch.tensor([row + [tokenizer.end_id] * (24 - len(row)) for row in ids])
+    lengths = torch.tensor([len(row) for row in ids])
+    learned = Transformer(ModelConfig("tiny", max_length=16))
+    assert list(learned.unreadable(tokens, lengths)) == [(1, "22 tokens, more than the max_length of 16 "
+                                                             "(train.py --max-length)")]
+    abacus = Transformer(ModelConfig("tiny", pos_encoding="abacus", digit_positions=10,
+                                     **tokenizer.digit_place_ids()))
+    assert list(abacus.unreadable(tokens, lengths)) == [(1, "a number that reaches digit place 10, beyond the model's 9 "
+                                                            "(train.py --digit-positions)")]
+    assert list(Transformer(ModelConfig("tiny", pos_encoding="rope")).unreadable(tokens, lengths)) == []
+
+
 @pytest.mark.parametrize("encoding, position_parameters", [("learned", 32 * 64), ("rope", 0), ("abacus", 0)])
 def test_each_encoding_has_its_own_position_parameters(encoding, position_parameters):
-    config = build_model_config("tiny", vocab_size=13, max_length=32, pos_encoding=encoding)
+    config = ModelConfig("tiny", vocab_size=13, max_length=32, pos_encoding=encoding, **Tokenizer().digit_place_ids())
     no_positions = expected_parameter_count(vocab_size=13, max_length=0, **MODEL_SIZES["tiny"])
     model = Transformer(config)
     assert model.num_parameters() == no_positions + position_parameters
@@ -219,10 +233,10 @@ def test_place_distance_bias_penalises_distant_digits_and_keeps_causality():
 
 def test_without_the_place_bias_abacus_is_the_digit_codes_alone():
     torch.manual_seed(0)
-    config = build_model_config("tiny", vocab_size=13, max_length=16, pos_encoding="abacus")
+    config = ModelConfig("tiny", max_length=16, pos_encoding="abacus", **Tokenizer().digit_place_ids())
     with_bias = Transformer(config).eval()
-    without = Transformer(build_model_config("tiny", vocab_size=13, max_length=16, pos_encoding="abacus",
-                                             place_bias=False)).eval()
+    without = Transformer(ModelConfig("tiny", max_length=16, pos_encoding="abacus", place_bias=False,
+                                      **Tokenizer().digit_place_ids())).eval()
     without.load_state_dict(with_bias.state_dict())
     tokens = torch.tensor([Tokenizer().encode("4321+99=3341")])
     with torch.no_grad():

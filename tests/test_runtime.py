@@ -1,9 +1,11 @@
 import pytest
 import torch
 
-from src.errors import ConfigError
-from src.runtime import select_device, select_precision
-from tests.conftest import run_script, train_args
+from math_llm.errors import ConfigError
+from math_llm.evaluation import EvalConfig
+from math_llm.runtime import select_device, select_precision
+from math_llm.trainer import TrainConfig
+from tests.helpers import run_script, train_args
 
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
@@ -43,9 +45,10 @@ def test_bf16_on_cpu_is_autocast_without_scaler():
     assert precision.autocast_dtype == torch.bfloat16 and not precision.use_grad_scaler
 
 
-def test_fp16_and_bf16_together_are_refused():
-    with pytest.raises(ConfigError, match="exclude each other"):
-        select_precision(CPU, fp16=True, bf16=True)
+@pytest.mark.parametrize("config_class", [TrainConfig, EvalConfig])
+def test_fp16_and_bf16_together_are_refused(config_class):
+    with pytest.raises(ConfigError, match="--fp16 and --bf16 exclude each other"):
+        config_class(fp16=True, bf16=True)
 
 
 def test_device_selection():
@@ -56,6 +59,7 @@ def test_device_selection():
             select_device("cuda")
 
 
+@pytest.mark.slow
 def test_fp16_flag_trains_with_bf16_autocast_on_cpu(data_dir, tmp_path):
     result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--fp16", "--num-epochs", 1,
                                                 "--device", "cpu"), home=tmp_path)
@@ -63,6 +67,7 @@ def test_fp16_flag_trains_with_bf16_autocast_on_cpu(data_dir, tmp_path):
     assert (tmp_path / "run" / "test_results.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fp16_flag_trains_with_grad_scaler_on_cuda(data_dir, tmp_path):
     result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--fp16", "--num-epochs", 1,

@@ -1,6 +1,6 @@
 import pytest
 
-from src.tokenizer import DEFAULT_VOCAB, Tokenizer, TokenizerError
+from math_llm.tokenizer import DEFAULT_VOCAB, Tokenizer, TokenizerError, vocab_for
 
 
 def test_vocabulary_is_digits_plus_equals_end():
@@ -29,3 +29,15 @@ def test_partial_end_token_is_unknown():
 def test_vocabulary_must_hold_end_token():
     with pytest.raises(ValueError, match="<end>"):
         Tokenizer(["0", "1"])
+
+
+def test_the_vocabulary_takes_a_character_only_where_it_stands_alone():
+    # "/" and "r" are division's, and "/" is also inside "</think>": a scratchpad does not make it a token
+    assert vocab_for(["1+1=<think>1+1=2</think>2<end>"]) == DEFAULT_VOCAB + [" ", "<think>", "</think>"][1:]
+    assert vocab_for(["17/5=3r2<end>"]) == DEFAULT_VOCAB + ["/", "r"]
+    assert Tokenizer(vocab_for(["17/5=3r2<end>"])).encode("17/5=3r2<end>")[-3:] == [14, 2, 12]
+
+
+def test_the_tokens_of_digit_places_come_from_the_vocabulary():
+    assert Tokenizer().digit_place_ids() == dict(digit_ids=tuple(range(10)), answer_start_id=11, sign_id=-1)
+    assert Tokenizer(DEFAULT_VOCAB + ["-"]).digit_place_ids()["sign_id"] == 13

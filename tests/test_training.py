@@ -1,4 +1,6 @@
-"""The training loop end to end, through scripts/train.py as a user runs it: resume, interruption, bad resumes."""
+"""The training loop: its pure parts (learning rate, batch order, the split of a step over ranks and micro-steps,
+the choice of the best model), and end to end through scripts/train.py as a user runs it: resume, interruption,
+bad resumes, divergence, compilation, the running-sum probe."""
 
 import json
 import math
@@ -9,12 +11,17 @@ import signal
 import pytest
 import torch
 
-from src.checkpoint import load_model
-from src.data import IGNORE_INDEX, ArithmeticDataset, DataConfig, generate_splits, write_splits
-from src.tokenizer import Tokenizer
-from src.distributed import Ranks
-from src.trainer import TrainConfig, epoch_order, improves_on_best, learning_rate_at, step_batches
-from tests.conftest import interrupt_training, run_script, train_args
+from math_llm.checkpoint import TrainingState, load_model
+from math_llm.data import ArithmeticDataset, write_splits
+from math_llm.data_generation import DataConfig, generate_splits
+from math_llm.distributed import Ranks
+from math_llm.model import IGNORE_INDEX
+from math_llm.probe import ProbedModel, add_running_sums
+from math_llm.tokenizer import Tokenizer
+from math_llm.trainer import TrainConfig, epoch_order, improves_on_best, learning_rate_at, step_batches
+from tests.helpers import interrupt_training, run_script, train_args
+
+slow = pytest.mark.slow
 
 
 def final_weights(output_dir):
@@ -43,6 +50,16 @@ def test_epoch_order_is_a_reproducible_permutation_that_changes_each_epoch():
     assert not torch.equal(first, epoch_order(100, seed=1, epoch=1))
 
 
+def test_the_best_model_is_the_top_val_exact_match_with_ties_going_to_the_lower_loss():
+    best = TrainingState(best_exact_match=0.5, best_loss=0.2)
+    assert improves_on_best({"exact_match": 0.6, "loss": 0.9}, best)
+    assert improves_on_best({"exact_match": 0.5, "loss": 0.1}, best)
+    assert not improves_on_best({"exact_match": 0.5, "loss": 0.3}, best)
+    assert not improves_on_best({"exact_match": 0.4, "loss": 0.0}, best)
+    assert improves_on_best({"exact_match": 0.0, "loss": 9.0}, TrainingState())  # the first evaluation
+
+
+@slow
 def test_run_writes_every_promised_output(reference_run):
     for name in ("pytorch_model.bin", "best_model.pt", "training_config.json", "test_results.json",
                  "logs/training.log", "checkpoint-400.pt"):
@@ -52,20 +69,13 @@ def test_run_writes_every_promised_output(reference_run):
     results = json.loads((reference_run / "test_results.json").read_text())
     assert results["num_examples"] == 200 and 0.0 <= results["exact_match"] <= 1.0
     config = json.loads((reference_run / "training_config.json").read_text())
-    assert config["train_config"]["model_size"] == "tiny" and config["total_steps"] == 400
+    assert config["train_config"]["model"]["model_size"] == "tiny" and config["total_steps"] == 400
+    assert config["train_config"]["model"]["num_layers"] == 2 and config["train_config"]["model"]["vocab_size"] == 13
     assert "step 400/400" in (reference_run / "logs" / "training.log").read_text()
 
 
-def test_best_model_is_the_top_val_exact_match_with_ties_going_to_the_lower_loss(reference_run):
-    best = {"best_exact_match": 0.5, "best_loss": 0.2}
-    assert improves_on_best({"exact_match": 0.6, "loss": 0.9}, best)
-    assert improves_on_best({"exact_match": 0.5, "loss": 0.1}, best)
-    assert not improves_on_best({"exact_match": 0.5, "loss": 0.3}, best)
-    assert not improves_on_best({"exact_match": 0.4, "loss": 0.0}, best)
-    assert improves_on_best({"exact_match": 0.0, "loss": 9.0}, {"best_exact_match": -1.0, "best_loss": math.inf})
-    # resumed from a checkpoint older than the tie-break (best_loss -inf): ties keep the old best
-    assert not improves_on_best({"exact_match": 0.5, "loss": 0.0}, {"best_exact_match": 0.5, "best_loss": -math.inf})
-    # the real run kept the evaluation that ranks first by that rule
+@slow
+def test_the_run_keeps_as_best_model_its_top_val_evaluation(reference_run):
     history = json.loads((reference_run / "trainer_state.json").read_text())["log_history"]
     evaluations = [entry for entry in history if "val/exact_match" in entry]
     top = max(evaluations, key=lambda entry: (entry["val/exact_match"], -entry["val/loss"]))
@@ -73,6 +83,7 @@ def test_best_model_is_the_top_val_exact_match_with_ties_going_to_the_lower_loss
     assert len(evaluations) == 4 and best_step == top["step"]
 
 
+@slow
 def test_evaluations_tied_at_zero_keep_the_model_with_the_lowest_val_loss(tmp_path):
     data_dir, output_dir = tmp_path / "data", tmp_path / "run"
     config = DataConfig(num_examples=600, max_digits=2, operations="*", format="padded-reversed-all", seed=0)
@@ -87,6 +98,7 @@ def test_evaluations_tied_at_zero_keep_the_model_with_the_lowest_val_loss(tmp_pa
     assert torch.load(output_dir / "best_model.pt", weights_only=True)["step"] == lowest
 
 
+@slow
 def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run, tmp_path):
     output_dir = tmp_path / "run"
     interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=120, sig=signal.SIGKILL)
@@ -95,6 +107,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run,
     assert_same_weights(final_weights(output_dir), final_weights(reference_run))
 
 
+@slow
 def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(data_dir, reference_run, tmp_path):
     output_dir = tmp_path / "run"
     interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=210, sig=signal.SIGKILL)
@@ -106,6 +119,7 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(data_di
     assert_same_weights(final_weights(output_dir), final_weights(reference_run))
 
 
+@slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, reference_run, tmp_path):
     output_dir = tmp_path / "run"
     returncode, output = interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=90, sig=signal.SIGINT)
@@ -117,6 +131,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, reference_run, tm
     assert_same_weights(final_weights(output_dir), final_weights(reference_run))
 
 
+@slow
 def test_resume_with_a_different_setting_is_a_clear_error(reference_run, data_dir, tmp_path):
     output_dir = tmp_path / "copy"
     shutil.copytree(reference_run, output_dir)
@@ -127,6 +142,7 @@ def test_resume_with_a_different_setting_is_a_clear_error(reference_run, data_di
     assert "Traceback" not in result.stderr
 
 
+@slow
 def test_resume_takes_the_saved_settings_when_no_flags_are_given(reference_run, tmp_path):
     output_dir = tmp_path / "copy"
     shutil.copytree(reference_run, output_dir)
@@ -134,6 +150,7 @@ def test_resume_takes_the_saved_settings_when_no_flags_are_given(reference_run, 
     assert "this run is already finished (400 steps)" in result.stderr
 
 
+@slow
 @pytest.mark.parametrize("check_point", [["--logging-steps", 5], ["--eval-steps", 5], ["--save-steps", 5]])
 def test_nan_loss_stops_with_a_message_before_anything_is_saved(data_dir, tmp_path, check_point):
     result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--learning-rate", 1e30, *check_point),
@@ -153,25 +170,25 @@ def test_a_resume_with_another_total_keeps_the_warmup_of_the_run():
 
 
 def test_step_batches_cover_every_example_once_from_the_resume_point():
-    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer(), 32)
+    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer())
     order = epoch_order(len(dataset), seed=0, epoch=0)
     assert sorted(order.tolist()) == list(range(len(dataset)))
     steps = list(step_batches(dataset, order, batch_size=10))
     assert len(steps) == math.ceil(len(dataset) / 10)
     for index, (micro_batches, num_examples) in enumerate(steps):
-        [(inputs, targets, running_sums, weight)] = micro_batches
+        [(inputs, targets, extra, weight)] = micro_batches
         rows = order[index * 10:(index + 1) * 10]
         longest = int(dataset.lengths[rows].max())  # padded only to the longest of its own batch
         assert torch.equal(inputs, dataset.tokens[rows, :longest - 1])
         assert torch.equal(targets, dataset.targets[rows, 1:longest])
-        assert running_sums is None and weight == 1.0 and num_examples == len(rows)
+        assert extra == {} and weight == 1.0 and num_examples == len(rows)
     resumed = list(step_batches(dataset, order, batch_size=10, first_example=40))
     assert len(resumed) == len(steps) - 4
     assert all(torch.equal(a[0][0][0], b[0][0][0]) for a, b in zip(resumed, steps[4:]))
 
 
 def test_ranks_and_micro_steps_split_each_global_batch_and_weigh_it_by_answer_tokens():
-    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer(), 32)
+    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=130, seed=4))["train"], Tokenizer())
     order = epoch_order(len(dataset), seed=0, epoch=0)  # 104 examples: 6 steps of 16, then 8
     answer_tokens = dataset.lengths - dataset.prompt_lengths
     seen, weights = [], []
@@ -190,6 +207,7 @@ def test_ranks_and_micro_steps_split_each_global_batch_and_weigh_it_by_answer_to
         assert sum(w for s, w in weights if s == step) / 2 == pytest.approx(1.0)
 
 
+@slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_training_matches_eager_training(data_dir, tmp_path):
     results = {}
@@ -202,18 +220,21 @@ def test_compiled_training_matches_eager_training(data_dir, tmp_path):
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
 
 
+@slow
 def test_running_sum_probe_learns_to_read_the_column_totals(tmp_path):
     data_dir, output_dir = tmp_path / "data", tmp_path / "run"
     config = DataConfig(num_examples=2000, max_digits=2, operations="*", format="padded-reversed-all", seed=0)
     write_splits(str(data_dir), generate_splits(config), config)
     trained = run_script("train.py", *train_args(data_dir, output_dir, "--running-sum-loss", 1), home=tmp_path)
     assert "running-sum probe: 1600 of 1600 training problems have running sums" in trained.stderr
-    model, tokenizer, _, _ = load_model(str(output_dir), "cpu", None)
-    val = ArithmeticDataset.from_file(str(data_dir / "val.json"), tokenizer, None)
-    val.add_running_sums()
-    inputs, targets, running_sums = val.batch(torch.arange(len(val)))
+    trained = load_model(str(output_dir), torch.device("cpu"), None)
+    val = ArithmeticDataset.from_file(str(data_dir / "val.json"), trained.tokenizer)
+    add_running_sums(val)
+    inputs, targets, extra = val.batch(torch.arange(len(val)))
     with torch.no_grad():  # the probe's term is its squared error per answer token: back to per running sum
-        probe_term = model(inputs, targets, running_sums=running_sums)[1] - model(inputs, targets)[1]
+        probe_term = (ProbedModel(trained.model, trained.probe, 1.0)(inputs, targets, **extra)[1]
+                      - trained.model(inputs, targets)[1])
+    running_sums = extra["running_sums"]
     has_sum = running_sums.isfinite()
     mean_squared_error = probe_term * (targets != IGNORE_INDEX).sum() / has_sum.sum()
     assert mean_squared_error < 0.1 * (running_sums[has_sum] / 10).var()  # measured 0.04; a constant: 1
@@ -236,8 +257,9 @@ def test_running_sum_probe_learns_to_read_the_column_totals(tmp_path):
     assert list(json.loads((output_dir / "test_results.json").read_text())["running_sum_probe"]) == ["0", "1", "2", "3"]
 
 
+@slow
 def test_running_sum_loss_without_multiplication_is_a_clear_error(data_dir, tmp_path):
     result = run_script("train.py", *train_args(data_dir, tmp_path / "run", "--running-sum-loss", 1),
                         home=tmp_path, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "train.json has no two-operand multiplication, the only problems with running sums" in result.stderr
+    assert "train.json has no problems with running sums (two-operand multiplication)" in result.stderr

@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from src.errors import UserError
+from math_llm.errors import UserError
 
 
 def run_main(main):

@@ -6,20 +6,25 @@ with its own: the seed's addition data gives exactly the seed's 13 tokens, in th
 
 import re
 
-from src.errors import UserError
+from math_llm.errors import UserError
 
 DEFAULT_VOCAB = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "=", "<end>"]
 END_TOKEN = "<end>"
 THINK_START, THINK_END = "<think>", "</think>"  # around the scratchpad's steps
-# What other data may use, in the order added: signs and operators, the scratchpad's separator and its markers
-EXTRA_TOKENS = ["-", "*", " ", THINK_START, THINK_END]
+# What other data may use, in the order added (a vocabulary keeps this order, so the ids of older ones never change):
+# signs and operators, the scratchpad's separator and its markers, division and its remainder's separator
+EXTRA_TOKENS = ["-", "*", " ", THINK_START, THINK_END, "/", "r"]
+DIGITS = "0123456789"
 
 
 def vocab_for(texts):
     """DEFAULT_VOCAB, then the EXTRA_TOKENS that `texts` use. Characters outside both stay unknown, so data with
     a stray character fails to encode with a clear error instead of growing the vocabulary."""
     joined = "".join(texts)
-    return DEFAULT_VOCAB + [token for token in EXTRA_TOKENS if token in joined]
+    characters = joined  # the text outside the tokens of several characters ("/" is inside "</think>")
+    for token in sorted((t for t in DEFAULT_VOCAB + EXTRA_TOKENS if len(t) > 1), key=len, reverse=True):
+        characters = characters.replace(token, "")
+    return DEFAULT_VOCAB + [token for token in EXTRA_TOKENS if token in (joined if len(token) > 1 else characters)]
 
 
 class TokenizerError(UserError, ValueError):
@@ -53,3 +58,9 @@ class Tokenizer:
 
     def decode(self, ids):
         return "".join(self.vocab[int(i)] for i in ids)
+
+    def digit_place_ids(self):
+        """What the abacus position encoding counts (ModelConfig's digit_ids, answer_start_id, sign_id): the
+        digits, the "=" that starts the answer's count, and the "-" that may sign an answer (-1 if none)."""
+        return dict(digit_ids=tuple(self.token_to_id[digit] for digit in DIGITS),
+                    answer_start_id=self.token_to_id["="], sign_id=self.token_to_id.get("-", -1))

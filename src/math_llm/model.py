@@ -1,5 +1,6 @@
-"""Decoder-only transformer (GPT-style, pre-LayerNorm) and its configuration, including the named model sizes, the
-position encodings (learned absolute, rotary, digit positions) and the KV cache that incremental decoding writes into.
+"""Decoder-only transformer (GPT-style, pre-LayerNorm) and its configuration: the named model sizes, the position
+encodings (learned absolute, rotary, digit places) and the KV cache that incremental decoding writes into. It knows
+no task: the tokens the digit places count come in through ModelConfig.
 """
 
 import contextlib
@@ -11,9 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from src.data import IGNORE_INDEX
-from src.tokenizer import DEFAULT_VOCAB
+from math_llm.errors import ConfigError
+from math_llm.flags import option
 
+IGNORE_INDEX = -100  # targets the loss skips (the data marks prompt tokens and padding with it)
 POS_ENCODINGS = {
     "learned": "a learned vector per sequence position, as GPT-2 (the default); nothing past the max length",
     "rope": "rotary embeddings (RoPE) on queries and keys, by sequence position; no length limit",
@@ -23,28 +25,6 @@ POS_ENCODINGS = {
               "coupling, Cho et al. 2024), and an attention penalty growing with the distance between two digits' "
               "places; no other position signal",
 }
-# Every vocabulary starts with DEFAULT_VOCAB (tokenizer.vocab_for), so digits and "=" have the same ids in all.
-DIGIT_IDS = len("0123456789")  # ids below this are digits
-EQUALS_ID = DEFAULT_VOCAB.index("=")
-MINUS_ID = len(DEFAULT_VOCAB)  # "-" is the first extra token of every vocabulary that has it
-ROPE_BASE = 10_000.0
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 13
-    max_length: int = 32
-    num_layers: int = 4
-    hidden_size: int = 256
-    num_heads: int = 4
-    ffn_size: int = 512
-    dropout: float = 0.0
-    pos_encoding: str = "learned"  # one of POS_ENCODINGS
-    digit_positions: int = 128  # abacus: places 0..this - 1: an addition of two numbers of this - 3 digits
-    place_bias: bool = True  # abacus: penalise attention between digits by the distance of their places
-    running_sum_loss: float = 0.0  # weight of the running-sum probe's regression loss in training; 0: no probe
-
-
 # Shapes from the seed README's table; "tiny" is for tests and smoke runs.
 MODEL_SIZES = {
     "tiny": dict(num_layers=2, hidden_size=64, num_heads=2, ffn_size=128),
@@ -52,6 +32,54 @@ MODEL_SIZES = {
     "medium": dict(num_layers=6, hidden_size=512, num_heads=8, ffn_size=1024),
     "large": dict(num_layers=8, hidden_size=512, num_heads=8, ffn_size=2048),
 }
+ROPE_BASE = 10_000.0
+
+
+@dataclass
+class ModelConfig:
+    model_size: str = option("small", "model shape: layers, width, heads and feed-forward width, see README",
+                             choices=MODEL_SIZES)
+    num_layers: int | None = option(None, "transformer blocks (default: those of --model-size)")
+    hidden_size: int | None = option(None, "width of the residual stream (default: that of --model-size)")
+    num_heads: int | None = option(None, "attention heads, dividing --hidden-size (default: those of --model-size)")
+    ffn_size: int | None = option(None, "width of the MLP's hidden layer (default: that of --model-size)")
+    max_length: int = option(32, "longest example in tokens; longer ones are an error")
+    dropout: float = option(0.0, "dropout rate")
+    pos_encoding: str = option("learned", "; ".join(f"{name}: {text}" for name, text in POS_ENCODINGS.items()),
+                               choices=POS_ENCODINGS)
+    digit_positions: int = option(128, "abacus: size of the digit-place table; training spreads the places of its "
+                                       "numbers over all of it, and evaluation reads additions of up to this - 3 "
+                                       "digits (the answer has a digit more, and the = takes place 1)")
+    place_bias: bool = option(True, "abacus: no attention penalty for the distance between digit places (the "
+                                    "digit-place vectors alone, as the Abacus paper; generalises far less, see README)")
+    # Set from the data's vocabulary when a run starts (Tokenizer.digit_place_ids): not flags
+    vocab_size: int = 13
+    digit_ids: tuple = ()  # abacus: the tokens it counts as digits
+    answer_start_id: int = -1  # abacus: the token that starts the answer's count ("=")
+    sign_id: int = -1  # abacus: a sign right after the answer start shares its place ("-")
+
+    def __post_init__(self):
+        if self.model_size not in MODEL_SIZES:
+            raise ConfigError(f"--model-size must be one of {', '.join(MODEL_SIZES)}, got {self.model_size!r}")
+        for name, value in MODEL_SIZES[self.model_size].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.digit_ids = tuple(self.digit_ids)
+        problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                    for name in ("num_layers", "hidden_size", "num_heads", "ffn_size", "max_length")
+                    if getattr(self, name) < 1]
+        if not problems and self.hidden_size % self.num_heads:
+            problems.append(f"--hidden-size {self.hidden_size} is not divisible by --num-heads {self.num_heads}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            problems.append(f"--pos-encoding must be one of {', '.join(POS_ENCODINGS)}, got {self.pos_encoding!r}")
+        if self.digit_positions < 2:
+            problems.append(f"--digit-positions must be at least 2, got {self.digit_positions}")
+        if not self.place_bias and self.pos_encoding != "abacus":
+            problems.append("--no-place-bias applies to --pos-encoding abacus only")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 class KVCache:
@@ -83,41 +111,49 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
-def digit_places(idx, last_place=None, last_token=None):
+class DigitPlaces(nn.Module):
     """The abacus index of each token: 1, 2, 3... along the digits of each number, 0 for operators and the like.
 
-    idx: [batch, length] token ids. The "=" starts the answer's count at 1, so that the token predicting the
-    answer's k-th digit has place k, the place of the operand digits it needs (coupled positions); a negative
-    answer's sign shares the place of the "=" for the same reason. In the operand-reversed formats place 1 is the
-    least significant digit of every number. `last_place`, `last_token` [batch]: the place and id of the token
-    before idx[:, 0] (incremental decoding); none means idx starts the sequence."""
-    batch, length = idx.shape
-    steps = torch.arange(length, device=idx.device)
-    last_place = torch.zeros(batch, dtype=torch.long, device=idx.device) if last_place is None else last_place
-    last_token = torch.full((batch,), -1, device=idx.device) if last_token is None else last_token
-    is_equals = idx == EQUALS_ID
-    is_sign = (idx == MINUS_ID) & (torch.cat([last_token[:, None], idx[:, :-1]], dim=1) == EQUALS_ID)
-    counted = (idx < DIGIT_IDS) | is_equals | is_sign
-    after_counted = torch.cat([last_place[:, None] > 0, counted[:, :-1]], dim=1)
-    starts = is_equals | (counted & ~after_counted)
-    last_start = torch.cummax(torch.where(starts, steps, -1), dim=1).values
-    advancing = (counted & ~is_sign).long()  # the tokens that move the count on
-    advanced = advancing.cumsum(dim=1)
-    before_start = torch.gather(advanced - advancing, 1, last_start.clamp(min=0))
-    # A count that began before this chunk continues from last_place
-    places = torch.where(last_start >= 0, advanced - before_start, last_place[:, None] + advanced)
-    return torch.where(counted, places, 0)
+    The answer-start token ("=") starts the answer's count at 1, so that the token predicting the answer's k-th
+    digit has place k, the place of the operand digits it needs (coupled positions); a negative answer's sign shares
+    the place of the "=" for the same reason. In the operand-reversed formats place 1 is the least significant digit
+    of every number. Which tokens are digits, answer start and sign comes from the config."""
 
+    def __init__(self, config):
+        super().__init__()
+        if not config.digit_ids:
+            raise ValueError("ModelConfig.digit_ids is empty: the abacus encoding has no digits to count")
+        is_digit = torch.zeros(config.vocab_size, dtype=torch.bool)
+        is_digit[list(config.digit_ids)] = True
+        self.register_buffer("is_digit", is_digit, persistent=False)  # derived from the config, never saved
+        self.answer_start_id, self.sign_id = config.answer_start_id, config.sign_id
 
-def longest_digit_place(tokens, rows_per_chunk=65_536):
-    """The highest digit place in a [examples, length] token tensor (in chunks: a training split may be large)."""
-    return max(int(digit_places(rows).max()) for rows in tokens.cpu().split(rows_per_chunk))
+    def forward(self, idx, last_place=None, last_token=None):
+        """idx: [batch, length] token ids. `last_place`, `last_token` [batch]: the place and id of the token before
+        idx[:, 0] (incremental decoding); none means idx starts the sequence."""
+        batch, length = idx.shape
+        steps = torch.arange(length, device=idx.device)
+        last_place = torch.zeros(batch, dtype=torch.long, device=idx.device) if last_place is None else last_place
+        last_token = torch.full((batch,), -1, device=idx.device) if last_token is None else last_token
+        is_answer_start = idx == self.answer_start_id
+        follows_answer_start = torch.cat([last_token[:, None], idx[:, :-1]], dim=1) == self.answer_start_id
+        is_sign = (idx == self.sign_id) & follows_answer_start
+        counted = self.is_digit[idx] | is_answer_start | is_sign
+        after_counted = torch.cat([last_place[:, None] > 0, counted[:, :-1]], dim=1)
+        starts = is_answer_start | (counted & ~after_counted)
+        last_start = torch.cummax(torch.where(starts, steps, -1), dim=1).values
+        advancing = (counted & ~is_sign).long()  # the tokens that move the count on
+        advanced = advancing.cumsum(dim=1)
+        before_start = torch.gather(advanced - advancing, 1, last_start.clamp(min=0))
+        # A count that began before this chunk continues from last_place
+        places = torch.where(last_start >= 0, advanced - before_start, last_place[:, None] + advanced)
+        return torch.where(counted, places, 0)
 
 
 def random_place_offsets(places, table_size):
     """Places shifted by one random offset per example (0 stays 0), as large as the table allows: training sees
     every place up to table_size - 1, so numbers longer than any trained one land on trained places."""
-    room = table_size - 1 - places.max(dim=1).values  # >= 0: the trainer checks its data fits
+    room = table_size - 1 - places.max(dim=1).values  # >= 0: training data is checked to fit
     offsets = (torch.rand(places.shape[0], device=places.device) * (room + 1)).long()
     return torch.where(places > 0, places + offsets[:, None], 0)
 
@@ -213,16 +249,12 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     def __init__(self, config):
         super().__init__()
-        if config.hidden_size % config.num_heads:
-            raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
-        if config.pos_encoding not in POS_ENCODINGS:
-            raise ValueError(f"unknown position encoding {config.pos_encoding!r}; choose from "
-                             f"{', '.join(POS_ENCODINGS)}")
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         if config.pos_encoding == "learned":
             self.position_embedding = nn.Embedding(config.max_length, config.hidden_size)
         elif config.pos_encoding == "abacus":
+            self.digit_places = DigitPlaces(config)
             # Fixed random codes, not trained: a learned table left the loss plateau later and less reliably, and
             # its first places were the least trained (DESIGN.md, Model). A buffer, so it is saved with the weights.
             self.register_buffer("digit_place_codes", 0.02 * torch.randn(config.digit_positions, config.hidden_size))
@@ -236,11 +268,6 @@ class Transformer(nn.Module):
         for name, parameter in self.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.num_layers))
-        if config.running_sum_loss:  # a linear probe that learns to read the running sums off the last hidden state
-            with torch.random.fork_rng(devices=[]):  # built last, from zeros: the rest starts as it would without it
-                self.running_sum_probe = nn.Linear(config.hidden_size, 1)
-            nn.init.zeros_(self.running_sum_probe.weight)
-            nn.init.zeros_(self.running_sum_probe.bias)
 
     @staticmethod
     def _init_weights(module):
@@ -257,10 +284,28 @@ class Transformer(nn.Module):
         """The longest sequence this model can read: its learned position table, else no limit (None)."""
         return self.config.max_length if self.config.pos_encoding == "learned" else None
 
-    @property
-    def digit_place_limit(self):
-        """The places an abacus model has codes for (a digit place must stay below it), None for the others."""
-        return self.config.digit_positions if self.config.pos_encoding == "abacus" else None
+    def reading_error(self, num_tokens, highest_place=0):
+        """Why a sequence of `num_tokens` whose highest digit place is `highest_place` is more than this model can
+        read (None if it is not): the one place where its limits are checked."""
+        if self.max_tokens is not None and num_tokens > self.max_tokens:
+            return (f"{num_tokens} tokens, more than the max_length of {self.max_tokens} (train.py --max-length)")
+        if self.config.pos_encoding == "abacus" and highest_place >= self.config.digit_positions:
+            return (f"a number that reaches digit place {highest_place}, beyond the model's "
+                    f"{self.config.digit_positions - 1} (train.py --digit-positions)")
+        return None
+
+    @torch.no_grad()
+    def unreadable(self, tokens, lengths, rows_per_chunk=65_536):
+        """Yields (index, reason) for each of these sequences (`tokens` [examples, length], each `lengths` long) that
+        this model cannot read. In chunks: a training split may be large."""
+        device = self.token_embedding.weight.device
+        for start in range(0, len(tokens), rows_per_chunk):
+            rows = tokens[start:start + rows_per_chunk].to(device)
+            highest = (self.digit_places(rows).amax(dim=1) if self.config.pos_encoding == "abacus"
+                       else torch.zeros(len(rows), dtype=torch.long))
+            for index, (length, place) in enumerate(zip(lengths[start:start + len(rows)].tolist(), highest.tolist())):
+                if reason := self.reading_error(length, place):
+                    yield start + index, reason
 
     def embed(self, idx, start, cache):
         """Token embeddings plus this encoding's position signal; RoPE's angles and the abacus attention bias (each
@@ -269,13 +314,12 @@ class Transformer(nn.Module):
         end = start + idx.shape[1]
         encoding = self.config.pos_encoding
         if encoding == "learned":
-            if end > self.config.max_length:
-                raise ValueError(f"sequence of {end} tokens exceeds the model's max_length {self.config.max_length} "
-                                 f"(set --max-length when training)")
+            if error := self.reading_error(end):
+                raise ValueError(f"a sequence of {error}")
             return x + self.position_embedding(torch.arange(start, end, device=idx.device)), None, None
         if encoding == "rope":
             return x, rotary_angles(start, end, self.config.hidden_size // self.config.num_heads, idx.device), None
-        places = digit_places(idx, *((cache.last_digit_place, cache.last_token) if cache is not None else ()))
+        places = self.digit_places(idx, *((cache.last_digit_place, cache.last_token) if cache is not None else ()))
         key_places = places
         if cache is not None:
             cache.last_digit_place, cache.last_token = places[:, -1], idx[:, -1]
@@ -284,28 +328,17 @@ class Transformer(nn.Module):
         bias = place_distance_bias(places, key_places, self.config.num_heads) if self.config.place_bias else None
         if self.training:  # distances within an example do not change with its offset
             places = random_place_offsets(places, self.config.digit_positions)
-        elif int(places.max()) >= self.digit_place_limit:  # a host sync, in evaluation only
-            raise ValueError(f"a number reaches digit place {int(places.max())}, beyond the model's "
-                             f"{self.config.digit_positions - 1} (set --digit-positions when training)")
+        elif error := self.reading_error(0, int(places.max())):  # a host sync, in evaluation only
+            raise ValueError(f"the input has {error}")
         return x + self.digit_place_codes[places], None, bias
 
-    def forward(self, idx, targets=None, cache=None, running_sums=None):
-        """idx: [batch, length] token ids, continuing what `cache` holds if one is given.
-        Returns (logits [batch, length, vocab], mean loss over non-ignored targets or None). With `running_sums`
-        (aligned with the targets, NaN where there is none) and a probe, the loss adds running_sum_loss x the
-        probe's squared error (see running_sum_error)."""
-        x = self.hidden_states(idx, cache)
-        logits = self.lm_head(self.ln_final(x))
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
-        if running_sums is not None and self.config.running_sum_loss:
-            loss = loss + self.config.running_sum_loss * self.running_sum_error(x, running_sums, targets)
-        return logits, loss
+    def forward(self, idx, targets=None, cache=None):
+        """idx: [batch, length] token ids, continuing what `cache` holds if one is given. Returns (logits [batch,
+        length, vocab], the mean loss over the targets that are not IGNORE_INDEX, or None without targets)."""
+        return self.head(self.hidden_states(idx, cache), targets)
 
     def hidden_states(self, idx, cache=None):
-        """The last block's output at every position, before the final LayerNorm: what the LM head and the
-        running-sum probe read."""
+        """The last block's output at every position, before the final LayerNorm (what a probe may read)."""
         start = cache.length if cache is not None else 0
         x, rotary, bias = self.embed(idx, start, cache)
         x = self.dropout(x)
@@ -315,28 +348,10 @@ class Transformer(nn.Module):
             cache.length = start + idx.shape[1]
         return x
 
-    def read_running_sums(self, hidden):
-        """The probe's reading of the running sum at each position of `hidden`, in tens (its target's unit). In
-        fp32 under autocast too: bf16 would round a total of 160 to steps of 1.25."""
-        with torch.autocast(hidden.device.type, enabled=False):
-            return self.running_sum_probe(hidden.float()).squeeze(-1)
-
-    def running_sum_error(self, hidden, running_sums, targets):
-        """The squared error of the probe's reading of `hidden` (the last block's output, before the final
-        LayerNorm) against the running sums in tens, summed over the positions that have one and divided by the
-        answer tokens: so it is weighed across micro-batches and ranks as the cross-entropy is, whatever the mix of
-        operations. Masked rather than indexed, so that the probe is in every step's graph (DDP needs each
-        parameter to get a gradient) and no host sync is needed."""
-        has_sum = running_sums.isfinite()
-        error = self.read_running_sums(hidden) - running_sums.nan_to_num() / 10
-        return (error.square() * has_sum).sum() / (targets != IGNORE_INDEX).sum().clamp(min=1)
-
-
-def build_model_config(model_size, vocab_size, max_length, dropout=0.0, pos_encoding="learned",
-                       digit_positions=ModelConfig.digit_positions, place_bias=ModelConfig.place_bias,
-                       running_sum_loss=0.0):
-    if model_size not in MODEL_SIZES:
-        raise ValueError(f"unknown model size {model_size!r}; choose from {', '.join(MODEL_SIZES)}")
-    return ModelConfig(vocab_size=vocab_size, max_length=max_length, dropout=dropout,
-                       pos_encoding=pos_encoding, digit_positions=digit_positions, place_bias=place_bias,
-                       running_sum_loss=running_sum_loss, **MODEL_SIZES[model_size])
+    def head(self, hidden, targets=None):
+        """(logits, loss) from hidden_states' output."""
+        logits = self.lm_head(self.ln_final(hidden))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        return logits, loss

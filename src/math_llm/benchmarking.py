@@ -12,21 +12,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 
 import torch
 
-from src.data import ArithmeticDataset
-from src.evaluation import generate_answers
-from src.generation import greedy_generate
-from src.model import Transformer, build_model_config
-from src.runtime import select_precision, synchronize
-from src.tokenizer import Tokenizer
-from src.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_order, step_batches, train,
-                         train_step)
+from math_llm.data import ArithmeticDataset
+from math_llm.decoding import dataset_answers, naive_answers
+from math_llm.model import ModelConfig, Transformer
+from math_llm.runtime import select_precision, synchronize
+from math_llm.tokenizer import Tokenizer
+from math_llm.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_order, step_batches, train,
+                              train_step)
 
 PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above src/math_llm/
+SCRIPTS_DIR = os.path.join(REPO_ROOT, "scripts")
 
 
 def median_seconds(function, device, repeats, warmup):
@@ -72,7 +73,7 @@ class PeakMemory:
 
 
 def _row_memory(model_size, precision, batch_size, examples, vocab_size, steps, compile):
-    dataset = ArithmeticDataset(examples, Tokenizer(), TrainConfig.max_length)
+    dataset = ArithmeticDataset(examples, Tokenizer())
     with PeakMemory(torch.device("cpu")) as memory:
         TrainingRow(model_size, precision, batch_size, dataset, vocab_size, torch.device("cpu"), compile).run(steps)
     return memory.megabytes
@@ -101,10 +102,10 @@ class TrainingRow:
         torch.manual_seed(0)
         self.model_size, self.precision, self.batch_size, self.compile = model_size, precision, batch_size, compile
         self.device = device
-        self.config = TrainConfig(model_size=model_size, batch_size=batch_size, compile=compile)
+        self.config = TrainConfig(batch_size=batch_size, compile=compile)
         self.precision_config = select_precision(device, **PRECISION_FLAGS[precision])
-        max_length = max(TrainConfig.max_length, dataset.tokens.shape[1])
-        self.model = Transformer(build_model_config(model_size, vocab_size, max_length)).to(device)
+        max_length = max(ModelConfig.max_length, dataset.tokens.shape[1])
+        self.model = Transformer(ModelConfig(model_size, vocab_size=vocab_size, max_length=max_length)).to(device)
         self.optimizer = build_optimizer(self.model, self.config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision_config.use_grad_scaler)
         self.step_model = compile_for_training(self.model) if compile else self.model
@@ -178,27 +179,14 @@ def padding_cost(dataset, device, batch_size, rounds):
             for name, runs in epochs.items()}
 
 
-def naive_answers(model, dataset, tokenizer, device):
-    """The reference decoder: one problem at a time, the whole sequence recomputed for every new token, with the
-    budget evaluation gives (the expected answer's tokens, end token included)."""
-    answers = []
-    for index, (length, prompt_length) in enumerate(zip(dataset.lengths.tolist(), dataset.prompt_lengths.tolist())):
-        prompt = dataset.tokens[index:index + 1, :prompt_length].to(device)
-        generated = greedy_generate(model, prompt, length - prompt_length, tokenizer.end_id, use_cache=False)
-        answers.append(tokenizer.decode(generated[0]))
-    return answers
-
-
 def generation_speed(model, dataset, tokenizer, device, batch_size):
     """Problems/s of evaluation's batched KV-cached greedy decoding and of the naive decoder, and whether they
     produce identical answers (fp32)."""
     model.eval()
     fp32 = select_precision(device)
-    warmup = ArithmeticDataset(dataset.examples[:batch_size], tokenizer, model.config.max_length,
-                               data_format=dataset.format).to(device)
-    generate_answers(model, warmup, tokenizer, batch_size, device, fp32)  # first-call costs, outside the clock
+    dataset_answers(model, dataset.subset(range(batch_size)), tokenizer, batch_size, device, fp32)  # first-call costs
     timed = {}
-    for name, decode in (("cached", lambda: generate_answers(model, dataset, tokenizer, batch_size, device, fp32)),
+    for name, decode in (("cached", lambda: dataset_answers(model, dataset, tokenizer, batch_size, device, fp32)),
                          ("naive", lambda: naive_answers(model, dataset, tokenizer, device))):
         synchronize(device)
         start = time.perf_counter()
@@ -259,7 +247,7 @@ def time_to_accuracy(config, target):
         if entry["val/exact_match"] >= target:
             history_entry = entry
             break
-    return {"target": target, "config": {k: v for k, v in vars(config).items() if k not in ("output_dir",)},
+    return {"target": target, "config": {k: v for k, v in asdict(config).items() if k != "output_dir"},
             "reached": history_entry is not None,
             "step": history_entry and history_entry["step"],
             "training_seconds": history_entry and history_entry["train/training_seconds"],

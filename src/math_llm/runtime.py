@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from src.errors import ConfigError
+from math_llm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,14 @@ def cpu_has_native_bf16():
                for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
+def precision_flag_problems(fp16, bf16):
+    """The rule of the --fp16 and --bf16 flags, for the __post_init__ of every config that has them."""
+    return ["--fp16 and --bf16 exclude each other: choose one"] if fp16 and bf16 else []
+
+
 def select_precision(device, fp16=False, bf16=False):
     """--fp16: fp16 autocast + GradScaler on CUDA; on CPU, where fp16 autocast is not the fast path, bf16 autocast.
     --bf16: bf16 autocast on either, no scaler. Master weights and optimizer state stay fp32 in every case."""
-    if fp16 and bf16:
-        raise ConfigError("--fp16 and --bf16 exclude each other: choose one")
     if not (fp16 or bf16):
         return Precision(None, False, "fp32")
     if device.type == "cuda" and fp16:

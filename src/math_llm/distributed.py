@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from src.errors import ConfigError
-from src.runtime import select_device
+from math_llm.errors import ConfigError, PeerLost
+from math_llm.runtime import select_device
 
 # A rank that waits longer than this on a collective gives up with an error instead of hanging (a peer that died
 # is usually noticed at once; this bounds a hung one). Generous: rank 0 alone may be starting W&B or writing a
@@ -101,3 +101,28 @@ def all_gather_objects(obj):
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def rank_shard(dataset):
+    """This rank's share of a split under torchrun, every world_size-th problem (the whole split otherwise)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return dataset
+    return dataset.subset(range(dist.get_rank(), len(dataset), dist.get_world_size()))
+
+
+def run_process(function, *args):
+    """Runs function(*args) as one process of a (torchrun) job and leaves the process group after it. A collective
+    that failed because another process is gone becomes one PeerLost line naming the way to resume."""
+    try:
+        result = function(*args)
+    except Exception as error:
+        peer_lost = is_peer_failure(error)
+        teardown(clean=False)
+        if not peer_lost:
+            raise
+        first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]
+        raise PeerLost(f"rank {os.environ.get('RANK')}: another process of this job is gone ({first_line}); "
+                       f"stopping. Run the same torchrun command to resume from the last checkpoint, or give "
+                       f"torchrun --max-restarts N to do that automatically") from None
+    teardown()
+    return result

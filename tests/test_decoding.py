@@ -2,20 +2,20 @@
 
 import torch
 
-from src.benchmarking import generation_speed, naive_answers
-from src.data import ArithmeticDataset, DataConfig, generate_splits
-from src.evaluation import generate_answers
-from src.generation import greedy_generate
-from src.model import Transformer, build_model_config
-from src.runtime import select_precision
-from src.tokenizer import Tokenizer
+from math_llm.benchmarking import generation_speed
+from math_llm.data import ArithmeticDataset
+from math_llm.data_generation import DataConfig, generate_splits
+from math_llm.decoding import dataset_answers, greedy_generate, naive_answers
+from math_llm.model import ModelConfig, Transformer
+from math_llm.runtime import select_precision
+from math_llm.tokenizer import Tokenizer
 
 CPU = torch.device("cpu")
 
 
 def test_cached_and_full_recompute_decoding_agree_token_for_token():
     torch.manual_seed(0)
-    model = Transformer(build_model_config("small", vocab_size=13, max_length=24)).eval()
+    model = Transformer(ModelConfig("small", vocab_size=13, max_length=24)).eval()
     prompts = torch.randint(0, 11, (64, 6))
     cached = greedy_generate(model, prompts, 18, end_id=12)
     recomputed = greedy_generate(model, prompts, 18, end_id=12, use_cache=False)
@@ -27,16 +27,16 @@ def test_batched_evaluation_answers_equal_one_at_a_time_answers():
     torch.manual_seed(0)
     tokenizer = Tokenizer()
     examples = generate_splits(DataConfig(num_examples=120, seed=3))["train"]
-    dataset = ArithmeticDataset(examples, tokenizer, max_length=32)  # prompts of 3 lengths: batches by length
-    model = Transformer(build_model_config("tiny", vocab_size=len(tokenizer), max_length=32)).eval()
-    batched = generate_answers(model, dataset, tokenizer, batch_size=64, device=CPU, precision=select_precision(CPU))
+    dataset = ArithmeticDataset(examples, tokenizer)  # prompts of 3 lengths: batches by length
+    model = Transformer(ModelConfig("tiny", vocab_size=len(tokenizer), max_length=32)).eval()
+    batched = dataset_answers(model, dataset, tokenizer, batch_size=64, device=CPU, precision=select_precision(CPU))
     assert batched == naive_answers(model, dataset, tokenizer, CPU)
     assert len(set(dataset.prompt_lengths.tolist())) == 3
 
 
 def test_decoding_stops_once_every_sequence_has_ended():
     class EndsAtOnce(torch.nn.Module):
-        config = build_model_config("tiny", vocab_size=13, max_length=32)
+        config = ModelConfig("tiny", vocab_size=13, max_length=32)
 
         def __init__(self):
             super().__init__()
@@ -56,7 +56,7 @@ def test_decoding_stops_once_every_sequence_has_ended():
 def test_generation_benchmark_reports_identical_answers():
     torch.manual_seed(0)
     tokenizer = Tokenizer()
-    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=60, seed=1))["train"], tokenizer, 32)
-    model = Transformer(build_model_config("tiny", vocab_size=len(tokenizer), max_length=32))
+    dataset = ArithmeticDataset(generate_splits(DataConfig(num_examples=60, seed=1))["train"], tokenizer)
+    model = Transformer(ModelConfig("tiny", vocab_size=len(tokenizer), max_length=32))
     result = generation_speed(model, dataset, tokenizer, CPU, batch_size=16)
     assert result["identical"] and result["num_problems"] == len(dataset)

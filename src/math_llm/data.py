@@ -1,0 +1,244 @@
+"""Arithmetic datasets on disk and in memory: the JSON split files, and the tokenised dataset the trainer and the
+evaluator read.
+
+A problem is stored as its full text, "a+b=c<end>"; the prompt is everything up to the first "=", the answer the
+rest. The data format (how numbers are written, formats.py) is chosen at generation and recorded in every file.
+"""
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+
+import torch
+
+from math_llm.data_generation import DataConfig, generate_splits, summarize
+from math_llm.errors import ConfigError, DataError
+from math_llm.files import atomic_open
+from math_llm.formats import data_format
+from math_llm.model import IGNORE_INDEX
+from math_llm.problems import parse_prompt, prompt_operator, split_example
+from math_llm.tokenizer import Tokenizer, TokenizerError, vocab_for
+
+SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
+
+
+def split_path(data_dir, split):
+    return os.path.join(data_dir, f"{split}.json")
+
+
+def write_split(path, examples, metadata):
+    """One example per line, so an error in line N of the file points at a single example."""
+    with atomic_open(path) as f:
+        f.write('{"metadata": ' + json.dumps(metadata) + ',\n"examples": [\n')
+        f.write(",\n".join(json.dumps(text) for text in examples))
+        f.write("\n]}\n")
+
+
+def write_splits(data_dir, splits, config):
+    os.makedirs(data_dir, exist_ok=True)
+    for split, examples in splits.items():
+        write_split(split_path(data_dir, split), examples,
+                    {"split": split, **asdict(config)})
+
+
+def read_split(path):
+    """(examples, metadata, raw file text). Accepts {"metadata": ..., "examples": [...]} or a bare list of strings
+    (plain format, the seed's)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (generate data with scripts/generate_data.py)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read it as UTF-8 text ({error})") from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path} line {error.lineno} column {error.colno}: malformed JSON ({error.msg})") from None
+    examples = content.get("examples") if isinstance(content, dict) else content
+    if not isinstance(examples, list) or not examples:
+        raise DataError(f"{path}: expected a non-empty list of examples, or an object with one under \"examples\"")
+    metadata = content.get("metadata") if isinstance(content, dict) else None
+    metadata = metadata if isinstance(metadata, dict) else {}
+    try:
+        data_format(metadata.get("format", "plain"))
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+    return examples, metadata, text
+
+
+def line_of_example(file_text, examples, index):
+    """Line number of examples[index] in the file, found by scanning for each quoted example in order."""
+    position = 0
+    for text in examples[: index + 1]:
+        found = file_text.find(json.dumps(text), position)
+        if found < 0:
+            return None
+        position = found + 1
+    return file_text.count("\n", 0, position - 1) + 1
+
+
+def load_splits(data_dir, tokenizer=None):
+    """(datasets by split, tokenizer): tokenised with `tokenizer` (a resumed run's own) or else with the vocabulary
+    that the data needs. All splits must share one format."""
+    contents = {split: read_split(split_path(data_dir, split)) for split in SPLITS}
+    if tokenizer is None:
+        tokenizer = Tokenizer(vocab_for(text for examples, _, _ in contents.values() for text in examples
+                                        if isinstance(text, str)))
+    datasets = {split: ArithmeticDataset.from_file(split_path(data_dir, split), tokenizer, contents[split])
+                for split in SPLITS}
+    for split in ("val", "test"):
+        if datasets[split].format != datasets["train"].format:
+            raise DataError(f"{split_path(data_dir, split)}: format {datasets[split].format.name!r} differs from the "
+                            f"training split's {datasets['train'].format.name!r}; regenerate the splits together")
+    return datasets, tokenizer
+
+
+def ensure_dataset(data_dir, seed, generate=True):
+    """A missing dataset is generated with the defaults (if `generate`: under torchrun, rank 0 does, the others wait);
+    a partial one is an error, never silently replaced."""
+    missing = [split for split in SPLITS if not os.path.exists(split_path(data_dir, split))]
+    if 0 < len(missing) < len(SPLITS):
+        raise DataError(f"{data_dir}: missing {', '.join(split_path(data_dir, s) for s in missing)} "
+                        f"(regenerate all splits with scripts/generate_data.py --output-dir {data_dir})")
+    if missing and generate:
+        data_config = DataConfig(seed=seed)
+        log.info(f"no dataset in {data_dir}/: generating the default one ({data_config})")
+        write_dataset(data_dir, data_config)
+
+
+def write_dataset(data_dir, config):
+    """Generates the splits of `config` into `data_dir` (what generate_data.py does) and logs what they hold."""
+    stale = [split_path(data_dir, split) for split in ("train", "val")
+             if config.test_only and os.path.exists(split_path(data_dir, split))]
+    if stale:  # a test-only file beside another dataset's training split could be trained on by mistake
+        raise ConfigError(f"--test-only: {data_dir} already holds {' and '.join(stale)}; write the test file "
+                          f"to a directory of its own")
+    start = time.perf_counter()
+    splits = generate_splits(config, log)
+    write_splits(data_dir, splits, config)
+    log.info(f"generated {sum(map(len, splits.values()))} distinct problems in {time.perf_counter() - start:.1f} s")
+    for split, examples in splits.items():
+        summary = summarize(examples, config)
+        by_digits = summary["by_operand_digits"]
+        by_digits = json.dumps(by_digits) if len(by_digits) <= 25 else f"{len(by_digits)} length combinations"
+        log.info(f"{split_path(data_dir, split)}: {summary['num_examples']} problems | by operation "
+                 f"{json.dumps(summary['by_operation'])} | by operand digits {by_digits} | by carries "
+                 f"{json.dumps(summary['by_carries'])}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset
+
+class ArithmeticDataset:
+    """Pre-tokenised problems as padded tensors; `batch(indices)` slices inputs and answer-only targets."""
+
+    def __init__(self, examples, tokenizer, source="<memory>", file_text=None, metadata=None):
+        """`metadata`: as generated (format, operations, max_digits, sampling...); none means the plain format."""
+        self.source = source
+        self.examples = examples
+        self.metadata = metadata or {"format": "plain"}
+        self.format = data_format(self.metadata.get("format", "plain"))
+        self.prompts, self.answers = [], []
+        self._problems = None  # parsed on first use (evaluation), not for the millions of a training split
+        encoded = []
+        for index, text in enumerate(examples):
+            try:
+                if not isinstance(text, str):
+                    raise ValueError(f"expected a string, got {type(text).__name__} {text!r}")
+                prompt, answer = split_example(text)
+                prompt_operator(prompt)  # raises on a prompt that is not a problem
+                ids = tokenizer.encode(text)
+            except (ValueError, TokenizerError) as error:
+                line = line_of_example(file_text, examples, index) if file_text else None
+                raise DataError(f"{source} {f'line {line}' if line else f'example {index}'}: {error}") from None
+            self.prompts.append(prompt)
+            self.answers.append(answer)
+            encoded.append(ids)
+
+        equals_id = tokenizer.token_to_id["="]
+        self.lengths = torch.tensor([len(ids) for ids in encoded])
+        self.prompt_lengths = torch.tensor([ids.index(equals_id) + 1 for ids in encoded])
+        longest = int(self.lengths.max())
+        self.tokens = torch.tensor([ids + [tokenizer.end_id] * (longest - len(ids)) for ids in encoded])
+        # targets[i, j] is the token the model must predict at input position j-1; only answer tokens count.
+        positions = torch.arange(longest)
+        is_answer = (positions >= self.prompt_lengths[:, None]) & (positions < self.lengths[:, None])
+        self.targets = torch.where(is_answer, self.tokens, IGNORE_INDEX)
+        self.extra_targets = {}  # name: [examples, longest] per-token targets of an auxiliary loss, batched alike
+
+    @classmethod
+    def from_file(cls, path, tokenizer, contents=None):
+        """`contents`: what read_split(path) returned, when the caller has read the file already."""
+        examples, metadata, file_text = contents or read_split(path)
+        return cls(examples, tokenizer, source=path, file_text=file_text, metadata=metadata)
+
+    def __len__(self):
+        return len(self.examples)
+
+    def location(self, index):
+        """Where example `index` comes from, for messages: 'data/test.json line 7' ('example 6' without a file)."""
+        line = None
+        if os.path.isfile(self.source):
+            with open(self.source, encoding="utf-8") as f:
+                line = line_of_example(f.read(), self.examples, index)
+        return f"{self.source} line {line}" if line else f"{self.source} example {index}"
+
+    def add_token_targets(self, name, values):
+        """Adds per-token targets [examples, longest] of an auxiliary loss (NaN where there is none), aligned with the
+        tokens: `batch` returns them under `name`, shifted as the targets are."""
+        self.extra_targets[name] = values.to(self.tokens.device)
+
+    def subset(self, indices):
+        """The problems at `indices` (a range or list), as a dataset of their own: e.g. one rank's shard of a split."""
+        subset = copy.copy(self)
+        rows = torch.as_tensor(list(indices), dtype=torch.long)
+        subset.examples = [self.examples[i] for i in rows.tolist()]
+        subset.prompts = [self.prompts[i] for i in rows.tolist()]
+        subset.answers = [self.answers[i] for i in rows.tolist()]
+        subset._problems = None if self._problems is None else [self._problems[i] for i in rows.tolist()]
+        subset.lengths, subset.prompt_lengths = self.lengths[rows], self.prompt_lengths[rows]
+        device_rows = rows.to(self.tokens.device)
+        subset.tokens, subset.targets = self.tokens[device_rows], self.targets[device_rows]
+        subset.extra_targets = {name: values[device_rows] for name, values in self.extra_targets.items()}
+        return subset
+
+    def to(self, device):
+        """Moves the token tensors to `device`; lengths stay on the CPU, where batches are cut without a device sync."""
+        self.tokens, self.targets = self.tokens.to(device), self.targets.to(device)
+        self.extra_targets = {name: values.to(device) for name, values in self.extra_targets.items()}
+        return self
+
+    @property
+    def problems(self):
+        """Each example as a Problem (operator and operand values), in order."""
+        if self._problems is None:
+            self._problems = [parse_prompt(prompt, self.format) for prompt in self.prompts]
+        return self._problems
+
+    def fingerprint(self):
+        """Identifies the exact examples and their order, so a resumed run can tell that its data changed."""
+        return hashlib.sha256("\n".join(self.examples).encode()).hexdigest()[:16]
+
+    @property
+    def operand_width(self):
+        """Digits per operand in the formats padded to one width (the model learned that width), None in others."""
+        if not self.format.fixed_width:
+            return None
+        first = self.prompts[0]
+        return len(first) - len(first.lstrip("0123456789"))  # the digits before the first operator
+
+    def batch(self, indices, device_indices=None):
+        """(inputs, targets, extra targets), each [batch, longest-in-batch - 1]: padding only to the longest sequence
+        here; the extra targets ({name: tensor}, see add_token_targets) are aligned with the targets. `indices` are
+        on the CPU; `device_indices`, the same already on the tensors' device, spare a CUDA run the blocking copy of
+        the index that each batch would otherwise cost."""
+        longest = int(self.lengths[indices].max())
+        rows = indices if device_indices is None else device_indices
+        extra = {name: values[rows, 1:longest] for name, values in self.extra_targets.items()}
+        return self.tokens[rows, : longest - 1], self.targets[rows, 1:longest], extra

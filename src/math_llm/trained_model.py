@@ -1,0 +1,72 @@
+"""A model with what it takes to feed it: its tokenizer, the data format and operand width it learned, the data
+config it was trained on, and its running-sum probe if it has one; and the one check that a dataset, or a typed
+prompt, is something it can read. train.py, evaluate.py and interactive.py all go through it.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from math_llm.errors import DataError
+from math_llm.formats import DataFormat
+from math_llm.problems import parse_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedModel:
+    model: object  # a Transformer
+    tokenizer: object  # its Tokenizer
+    data_format: DataFormat  # the format it learned
+    operand_width: int | None  # the width its operands were padded to (formats padded to one width), else None
+    data_config: dict  # how its training data was generated (DataConfig's fields)
+    probe: object = None  # its RunningSumProbe, if it was trained with one
+    source: str = "this run"  # where it was loaded from, for messages
+    step: int | None = None  # the training step of its weights
+
+    def description(self):
+        """What a checkpoint records of it besides the weights (see from_description)."""
+        return {"vocab": self.tokenizer.vocab, "data_format": self.data_format.name,
+                "operand_width": self.operand_width, "data_config": self.data_config}
+
+    @property
+    def trained_lengths(self):
+        """[fewest, most] digits of the operands it was trained on (None where the data config does not say)."""
+        if "max_digits" not in self.data_config:
+            return None
+        return [self.data_config.get("min_digits", 1), self.data_config["max_digits"]]
+
+    def check_dataset(self, dataset):
+        """A DataError naming the file (and the line) if the model cannot read `dataset`: another format or operand
+        width than it learned, or a problem longer than its positions or digit places reach. Its vocabulary was
+        checked when the dataset was tokenised with this model's tokenizer."""
+        if dataset.format != self.data_format:
+            raise DataError(f"{dataset.source}: its problems are in the {dataset.format.name!r} format, but "
+                            f"{self.source} was trained on {self.data_format.name!r}; evaluate it on data generated "
+                            f"with --format {self.data_format.name}")
+        if dataset.operand_width != self.operand_width:
+            raise DataError(f"{dataset.source}: its operands are padded to {dataset.operand_width} digits, but "
+                            f"{self.source} learned {self.operand_width}; generate the data with --max-digits "
+                            f"{self.operand_width}")
+        for index, reason in self.model.unreadable(dataset.tokens, dataset.lengths):
+            raise DataError(f"{dataset.location(index)}: {dataset.examples[index]!r} has {reason}")
+        if self.model.config.pos_encoding == "abacus" and not self.data_format.reverse_operands:
+            log.warning(f"--pos-encoding abacus counts digit places from each number's first digit, and the "
+                        f"{self.data_format.name!r} format writes operands most significant digit first, so places do "
+                        f"not align columns; generate the data with --format reversed-all for length generalisation")
+
+    def encode_prompt(self, prompt):
+        """The token ids of a typed prompt such as '12+34=' (or the start of one, '7+'); a ValueError if this model
+        cannot read it: an unknown character, too long, or a complete problem whose operands are not padded to the
+        width the model learned."""
+        ids = self.tokenizer.encode(prompt)
+        if prompt.endswith("=") and self.operand_width:
+            widths = {len(text) for text in prompt[:-1].split(parse_prompt(prompt, self.data_format).operator)}
+            if widths != {self.operand_width}:
+                raise ValueError(f"this model reads operands padded to {self.operand_width} digits, as "
+                                 f"{'0' * (self.operand_width - 1)}7")
+        if reasons := [reason for _, reason in self.model.unreadable(torch.tensor([ids]), torch.tensor([len(ids)]))]:
+            raise ValueError(f"{prompt!r} has {reasons[0]}")
+        return ids

@@ -1,0 +1,597 @@
+"""The training loop shared by every entry point: setup, data, model, optimizer, then steps with eval/save/log.
+
+Resuming is re-entering this loop at the step stored in the newest checkpoint: the batch order of every epoch is a
+pure function of (seed, epoch), so a step number says exactly which batches were already seen.
+"""
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from math_llm import checkpoint as ckpt
+from math_llm.data import ensure_dataset, load_splits
+from math_llm.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
+from math_llm.edge_cases import edge_case_datasets
+from math_llm.errors import ConfigError, TrainingDiverged
+from math_llm.evaluation import evaluate, log_report, scalar_metrics, summary_line, write_results
+from math_llm.files import write_json
+from math_llm.flags import config_from_dict, nested, option, resume_config
+from math_llm.model import ModelConfig, Transformer
+from math_llm.probe import ProbedModel, RunningSumProbe, add_running_sums
+from math_llm.runtime import autocast, precision_flag_problems, select_precision, synchronize
+from math_llm.tokenizer import Tokenizer
+from math_llm.tracking import start_tracking
+from math_llm.trained_model import TrainedModel
+
+log = logging.getLogger(__name__)
+HYPER, DATA, LOGGING, SYSTEM = "training hyperparameters", "data and I/O", "logging and checkpointing", "system"
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = nested(ModelConfig, "model")
+    running_sum_loss: float = option(
+        0.0, "multiplication: a linear probe on the last hidden state (before the final LayerNorm) learns to read, at "
+             "each answer digit, its column total (the digit products of that place plus the carry in, in tens), and "
+             "this weight x its squared error per answer token joins the training loss (and the logged train loss): "
+             "a training-time signal that helps a model without a scratchpad learn the long-range dependencies of "
+             "multiplication (Bai et al. 2025); 0: off", group="model")
+    batch_size: int = option(32, "training batch size per process: under torchrun the global batch is this x the "
+                                 "number of processes x --gradient-accumulation-steps", group=HYPER)
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step, e.g. to reproduce an N-process "
+                                                 "run on one device", group=HYPER)
+    group_by_length: bool = option(False, "batch examples of similar length together (sorted within runs of 64 "
+                                          "batches of the shuffled order), so that mixed-length data wastes little "
+                                          "compute on padding", group=HYPER)
+    eval_batch_size: int = option(64, "evaluation batch size", group=HYPER, resumable=True)
+    learning_rate: float = option(1e-4, "peak AdamW learning rate", group=HYPER)
+    min_learning_rate_ratio: float = option(0.1, "the cosine decay ends at this fraction of the peak", group=HYPER)
+    weight_decay: float = option(0.01, "AdamW weight decay on weight matrices and embeddings", group=HYPER)
+    num_epochs: int = option(10, "passes over the training split", group=HYPER)
+    warmup_steps: int = option(500, "linear warmup steps, capped at half the run", group=HYPER)
+    max_grad_norm: float = option(1.0, "gradient clipping norm", group=HYPER)
+    data_dir: str = option("data", "directory with train/val/test.json; generated with the defaults if empty",
+                           group=DATA)
+    output_dir: str = option("checkpoints", "checkpoint and output directory; if it holds a run, that run is resumed",
+                             group=DATA, resumable=True)
+    num_workers: int = option(4, "accepted for the seed's interface, but no worker processes are started: a batch is "
+                                 "an index slice of tensors already on the training device, which costs microseconds "
+                                 "in-process, and workers would only add inter-process copies (see README, Speed)",
+                              group=DATA, resumable=True)
+    save_steps: int = option(1000, "save a checkpoint every N steps", group=LOGGING, resumable=True)
+    eval_steps: int = option(1000, "evaluate on the val split every N steps", group=LOGGING, resumable=True)
+    logging_steps: int = option(100, "log training metrics every N steps", group=LOGGING, resumable=True)
+    keep_checkpoints: int = option(3, "how many of the newest checkpoints to keep", group=LOGGING, resumable=True)
+    fp16: bool = option(False, "mixed precision: fp16 autocast with GradScaler on CUDA; on CPU, bf16 autocast (fp16 "
+                               "autocast is CUDA-only)", group=SYSTEM)
+    bf16: bool = option(False, "bf16 autocast (no GradScaler needed) on CUDA or on a CPU with avx512_bf16/AMX; "
+                               "fastest on such CPUs at batch 64 and up (see README, Speed)", group=SYSTEM)
+    compile: bool = option(False, "torch.compile the model for training (evaluation and checkpoints use the "
+                                  "uncompiled model); costs compile time at start, see README, Speed for when it pays",
+                           group=SYSTEM, resumable=True)
+    wandb: bool = option(True, "disable Weights & Biases logging", group=SYSTEM, resumable=True)
+    wandb_project: str = option("math-llm", "W&B project name", group=SYSTEM, resumable=True)
+    device: str = option("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"), group=SYSTEM,
+                         resumable=True)
+    seed: int = option(42, "random seed for init, batch order and default data", group=SYSTEM)
+
+    def __post_init__(self):
+        at_least_one = ["batch_size", "gradient_accumulation_steps", "eval_batch_size", "num_epochs", "save_steps",
+                        "eval_steps", "logging_steps", "keep_checkpoints"]
+        problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                    for name in at_least_one if getattr(self, name) < 1]
+        if not 0 <= self.min_learning_rate_ratio <= 1:
+            problems.append(f"--min-learning-rate-ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
+        if not (math.isfinite(self.running_sum_loss) and self.running_sum_loss >= 0):
+            problems.append(f"--running-sum-loss must be a number >= 0, got {self.running_sum_loss}")
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
+                            "--warmup-steps not negative")
+        problems += precision_flag_problems(self.fp16, self.bf16)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+TRAINING_CONFIG_FILE = "training_config.json"
+FINAL_MODEL_FILE = "pytorch_model.bin"
+TEST_RESULTS_FILE = "test_results.json"
+TEST_HEATMAP_FILE = "test_heatmap.png"
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def warmup_steps_for(config, total_steps):
+    """The warmup, capped at half the run so that a short run still decays."""
+    return min(config.warmup_steps, total_steps // 2)
+
+
+def learning_rate_at(step, config, total_steps, warmup=None):
+    """Linear warmup to the peak, then cosine decay to min_learning_rate_ratio x peak at the last step. `warmup`
+    is fixed when a run starts, so a resume with another global batch (and so another total) does not warm up anew."""
+    peak = config.learning_rate
+    warmup = warmup_steps_for(config, total_steps) if warmup is None else warmup
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    floor = peak * config.min_learning_rate_ratio
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+LENGTH_GROUP_BATCHES = 64  # --group-by-length sorts runs of this many batches
+
+
+def epoch_order(num_examples, seed, epoch, lengths=None, batch_size=None):
+    """The shuffled example order of one epoch, a pure function of (seed, epoch). Given `lengths`, each run of
+    LENGTH_GROUP_BATCHES x batch_size examples of it is sorted longest first, so that a batch holds examples of
+    similar length and pads little (a step is cut from consecutive examples; see step_batches)."""
+    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    if lengths is None:
+        return order
+    runs = order.split(LENGTH_GROUP_BATCHES * batch_size)
+    return torch.cat([run[lengths[run].argsort(descending=True, stable=True)] for run in runs])
+
+
+def step_batches(dataset, order, batch_size, ranks=Ranks(), accumulation_steps=1, first_example=0):
+    """The optimizer steps of one epoch, from example `first_example` of its order on: for each step, this rank's
+    micro-batches [(inputs, targets, extra targets, weight)] and the number of examples the whole step covers.
+
+    A step takes the next batch_size x world_size x accumulation_steps examples of the order (every rank computes
+    the same order) and cuts them into that many equal parts: part k x world_size + rank is this rank's micro-step
+    k, so the ranks together see each example once per epoch. An epoch's last, shorter step is cut as evenly as it
+    goes. `weight` is the part's share of the step's answer tokens times the world size: a micro-batch's mean loss
+    times its weight, summed and averaged by DDP, is the mean over all answer tokens of the global batch, whatever
+    the masks. A rank left with no example takes one with weight 0, so that it still joins the all-reduce.
+
+    A batch is an index into tensors already on the training device, so it costs microseconds in this process
+    (worker processes would only add copies between processes); the order goes to the device once per epoch."""
+    parts = ranks.world_size * accumulation_steps
+    device_order = order.to(dataset.tokens.device)
+    answer_tokens = dataset.lengths - dataset.prompt_lengths
+    for start in range(first_example, len(order), batch_size * parts):
+        positions = torch.arange(start, min(start + batch_size * parts, len(order)))
+        step_answer_tokens = float(answer_tokens[order[positions]].sum())
+        micro_batches = []
+        for micro_step in range(accumulation_steps):
+            part = torch.tensor_split(positions, parts)[micro_step * ranks.world_size + ranks.rank]
+            weight = ranks.world_size * float(answer_tokens[order[part]].sum()) / step_answer_tokens
+            if len(part) == 0:
+                part, weight = positions[:1], 0.0
+            micro_batches.append((*dataset.batch(order[part], device_order[part]), weight))
+        yield micro_batches, len(positions)
+
+
+def steps_remaining(examples_seen, num_examples, num_epochs, examples_per_step):
+    """Optimizer steps left in a run that has consumed `examples_seen` examples (all epochs together)."""
+    epoch, position = divmod(examples_seen, num_examples)
+    if epoch >= num_epochs:
+        return 0
+    return (math.ceil((num_examples - position) / examples_per_step)
+            + (num_epochs - epoch - 1) * math.ceil(num_examples / examples_per_step))
+
+
+class TrainingClock:
+    """Seconds spent in training steps: paused around evaluation and checkpointing, synchronised on CUDA."""
+
+    def __init__(self, device, seconds=0.0):
+        self.device, self.seconds = device, seconds
+        self.started = time.perf_counter()
+
+    def read(self):
+        synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds += now - self.started
+        self.started = now
+        return self.seconds
+
+    def restart(self):
+        self.started = time.perf_counter()
+
+
+class StopRequest:
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning(f"{signal.Signals(signum).name} received: saving a checkpoint after this step, then stopping "
+                    f"(Ctrl-C again to stop without saving)")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+
+def build_optimizer(model, config, device):
+    """AdamW, decaying matrices and embeddings but not biases or LayerNorm gains (as nanoGPT)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # Fused: one kernel over all parameters instead of a dozen small ops per tensor (CPU and CUDA alike).
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95), fused=True)
+
+
+def compile_for_training(model):
+    """torch.compile with static shapes: each distinct batch shape compiles once (dynamic shapes measured slower
+    on CPU, README Speed). The returned module shares the model's parameters."""
+    return torch.compile(model, dynamic=False)
+
+
+def train_step(model, optimizer, scaler, micro_batches, learning_rate, config, device, precision):
+    """One optimizer step over this rank's micro-batches (see `step_batches`); under DDP the gradient all-reduce
+    runs on the last micro-batch only. Returns this rank's share of the global batch's mean loss (summed over the
+    ranks and divided by the world size, it is that loss) and the gradient norm before clipping, as device tensors
+    (no host sync)."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    loss_share = torch.zeros((), device=device)
+    for index, (inputs, targets, extra, weight) in enumerate(micro_batches):
+        accumulating = isinstance(model, DistributedDataParallel) and index < len(micro_batches) - 1
+        with model.no_sync() if accumulating else contextlib.nullcontext():
+            with autocast(device, precision):
+                _, loss = model(inputs, targets, **extra)
+            scaler.scale(loss * weight).backward()
+        loss_share += loss.detach() * weight
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_share, grad_norm
+
+
+
+class IntervalMeter:
+    """Loss, gradient norm and tokens of the steps since the last log line, summed on the device: no host sync
+    per step."""
+
+    def __init__(self, device, seconds):
+        self.device = device
+        self.loss, self.grad_norm = torch.zeros((), device=device), torch.zeros((), device=device)
+        self.steps = self.tokens = 0
+        self.start = seconds
+
+    def add(self, loss, grad_norm, tokens):
+        self.loss += loss
+        self.grad_norm += grad_norm
+        self.steps += 1
+        self.tokens += tokens
+
+    def check_finite(self, step):
+        """A diverged loss on any rank stops every rank before it evaluates or saves."""
+        if self.steps:
+            check_finite(all_reduce_sum(self.loss.clone()).item(), step)
+
+    def read(self, seconds, ranks, step):
+        """(the interval's train/ metrics, its seconds per step), and a new interval from `seconds` on."""
+        loss, tokens = all_reduce_sum(torch.stack([self.loss, torch.tensor(float(self.tokens), device=self.device)]))
+        metrics = {"train/loss": check_finite(loss.item() / ranks.world_size, step) / self.steps,
+                   "train/grad_norm": self.grad_norm.item() / self.steps,
+                   "train/tokens_per_second": tokens.item() / (seconds - self.start)}
+        seconds_per_step = (seconds - self.start) / self.steps
+        self.loss.zero_()
+        self.grad_norm.zero_()
+        self.steps = self.tokens = 0
+        self.start = seconds
+        return metrics, seconds_per_step
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Setup
+
+def resumed_run(config, explicit_flags):
+    """(config, newest checkpoint or None, its path): the run already in config.output_dir takes its saved config,
+    changed only by the explicit flags that may change on resume; a run stopped before its first checkpoint restarts
+    with its own config."""
+    checkpoint, source = ckpt.load_latest_checkpoint(config.output_dir, log) or (None, None)
+    config_path = os.path.join(config.output_dir, TRAINING_CONFIG_FILE)
+    if checkpoint:
+        saved = checkpoint["train_config"]
+    elif os.path.exists(config_path):
+        source = config_path
+        with open(config_path) as f:
+            saved = json.load(f)["train_config"]
+    else:
+        return config, None, None
+    return resume_config(config, explicit_flags, config_from_dict(TrainConfig, saved, source), source), checkpoint, \
+        source
+
+
+def load_training_data(config, ranks, device, vocab=None):
+    """(datasets by split, tokenizer), on the training device: a missing dataset is generated first (by rank 0
+    under torchrun, the others wait); `vocab`: a resumed run's own."""
+    ensure_dataset(config.data_dir, config.seed, generate=ranks.is_main)
+    barrier()
+    datasets, tokenizer = load_splits(config.data_dir, Tokenizer(vocab) if vocab else None)
+    for dataset in datasets.values():
+        dataset.to(device)
+    return datasets, tokenizer
+
+
+def build_model(config, datasets, tokenizer, device):
+    """(config with the model's data-given fields set, TrainedModel): the model (and the running-sum probe if
+    asked for) with the vocabulary of the data, which it must be able to read."""
+    config = replace(config, model=replace(config.model, vocab_size=len(tokenizer), **tokenizer.digit_place_ids()))
+    model = Transformer(config.model).to(device)
+    probe = RunningSumProbe(config.model.hidden_size).to(device) if config.running_sum_loss else None
+    train = datasets["train"]
+    data_config = {key: value for key, value in train.metadata.items() if key != "split"}
+    trained = TrainedModel(model, tokenizer, train.format, train.operand_width, data_config, probe, config.output_dir)
+    for dataset in datasets.values():
+        trained.check_dataset(dataset)
+    if probe is not None:
+        with_sums = add_running_sums(train)
+        if not with_sums:
+            raise ConfigError(f"--running-sum-loss: {train.source} has no problems with running sums (two-operand "
+                              f"multiplication)")
+        log.info(f"running-sum probe: {with_sums} of {len(train)} training problems have running sums")
+        for split in ("val", "test"):  # the probe's readings are evaluated with the rest
+            add_running_sums(datasets[split])
+    return config, trained
+
+
+def trainable_module(config, trained, ranks, device):
+    """(what the optimizer updates, what a training step calls): the model, or the model with its probe's loss;
+    torch.compile'd with --compile and wrapped in DDP under torchrun. The raw model (same parameters) is evaluated
+    and saved, as nanoGPT/nanochat do."""
+    module = ProbedModel(trained.model, trained.probe, config.running_sum_loss) if trained.probe else trained.model
+    step_module = compile_for_training(module) if config.compile else module
+    if ranks.distributed:  # no buffer changes in training (the abacus codes are constant): nothing to broadcast
+        step_module = DistributedDataParallel(step_module, broadcast_buffers=False,
+                                              device_ids=[device.index] if device.type == "cuda" else None)
+    return module, step_module
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Side jobs of the loop
+
+def log_training(meter, clock, state, step, total_steps, learning_rate, ranks, num_train, tracker, progress):
+    seconds = clock.read()
+    metrics, seconds_per_step = meter.read(seconds, ranks, step)
+    metrics.update({"train/learning_rate": learning_rate, "train/epoch": state.examples_seen / num_train,
+                    "train/training_seconds": seconds})
+    log.info(f"step {step}/{total_steps} | epoch {metrics['train/epoch']:.2f} | loss {metrics['train/loss']:.4f} | "
+             f"lr {learning_rate:.2e} | grad norm {metrics['train/grad_norm']:.3f} | "
+             f"{metrics['train/tokens_per_second']:,.0f} tokens/s | "
+             f"ETA {format_duration((total_steps - step) * seconds_per_step)}")
+    progress.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+    tracker.log(metrics, step=step)
+    state.log_history.append({"step": step, **metrics})
+
+
+def evaluate_on_val(config, trained, dataset, edge_sets, device, precision, state, ranks, tracker):
+    """Evaluates val, logs it, and keeps best_model.pt: the best val exact match so far (ties to the lower loss)."""
+    results = evaluate(trained, dataset, edge_sets, config.eval_batch_size, device, precision)
+    log.info(summary_line(results, "val"))
+    for mistake in results["mistakes"][:3]:
+        log.info(f"  val mistake: {mistake['prompt']}{mistake['predicted']} (expected {mistake['expected']})")
+    check_finite(results["loss"], state.step)  # the last update can break weights after a finite training loss
+    state.evaluation_seconds += results["seconds"]
+    metrics = {**scalar_metrics(results, "val"), "val/seconds": results["seconds"]}
+    tracker.log(metrics, step=state.step)
+    state.log_history.append({"step": state.step, "train/training_seconds": state.training_seconds,
+                              **{key: value for key, value in metrics.items() if in_history(key)}})
+    if improves_on_best(results, state):
+        state.best_exact_match, state.best_loss = results["exact_match"], results["loss"]
+        if ranks.is_main:
+            path = os.path.join(config.output_dir, ckpt.BEST_MODEL)
+            ckpt.save_best_model(path, config, trained, state.step,
+                                 {key: value for key, value in results.items() if key != "mistakes"})
+            log.info(f"new best val exact match {results['exact_match']:.4f} (loss {results['loss']:.4f}): saved {path}")
+
+
+def save_checkpoint(config, trained, state, optimizer, scaler, ranks, fingerprint, precision):
+    rng_states = all_gather_objects(ckpt.capture_rng_state())
+    if ranks.is_main:
+        path = ckpt.checkpoint_path(config.output_dir, state.step)
+        ckpt.save_training_checkpoint(path, config, trained, state, optimizer, scaler, rng_states, fingerprint,
+                                      precision.description)
+        ckpt.remove_old_checkpoints(config.output_dir, config.keep_checkpoints)
+        log.info(f"saved {path}")
+
+
+def improves_on_best(metrics, state):
+    """A higher val exact match, or the same one with a lower val loss: so a run whose evaluations tie (all at 0% on
+    a task not yet learned, all at 100% on one learned early) keeps its best-fitting model, not its first."""
+    return (metrics["exact_match"], -metrics["loss"]) > (state.best_exact_match, -state.best_loss)
+
+
+def in_history(metric):
+    """What trainer_state.json keeps of each val evaluation: the totals, each operation, the edge cases and the
+    probe's RMSE (the per-cell, per-carry and per-place figures are many; W&B has them)."""
+    return not metric.startswith(("val/by_digits/", "val/by_carries/", "val/by_operands/", "val/by_length/",
+                                  "val/digit_accuracy/", "val/running_sum_probe/rmse/"))
+
+
+def write_trainer_state(config, state, total_steps):
+    """trainer_state.json (as in HF's Trainer): where the run is, and every logged metric so far, with the seconds
+    of training steps behind it (e.g. the time to reach an accuracy)."""
+    write_json(os.path.join(config.output_dir, TRAINER_STATE_FILE),
+               {"step": state.step, "total_steps": total_steps, "best_val_exact_match": state.best_exact_match,
+                "best_val_loss": state.best_loss if math.isfinite(state.best_loss) else None,  # none known
+                "training_seconds": state.training_seconds, "evaluation_seconds": state.evaluation_seconds,
+                "log_history": state.log_history})
+
+
+def write_training_config(config, trained, ranks, num_train, examples_per_step, total_steps):
+    """training_config.json: the layout of this (re)start; world size and global batch may differ from the last."""
+    write_json(os.path.join(config.output_dir, TRAINING_CONFIG_FILE),
+               {"train_config": asdict(config), **trained.description(),
+                "num_parameters": trained.model.num_parameters(), "train_examples": num_train,
+                "world_size": ranks.world_size, "global_batch_size": examples_per_step,
+                "steps_per_epoch": math.ceil(num_train / examples_per_step), "total_steps": total_steps})
+
+
+def test_best_model(config, trained, dataset, edge_sets, device, ranks, tracker):
+    """The end of a run: the best model (by val exact match) on the held-out test split, in fp32 whatever the
+    training precision (val ran under it, for speed): the figures evaluate.py reports by default, and a bf16 model
+    can score higher in fp32."""
+    barrier()  # best_model.pt is complete before any rank reads it
+    best = ckpt.load_checkpoint(os.path.join(config.output_dir, ckpt.BEST_MODEL))
+    trained.model.load_state_dict(best["model"])
+    if trained.probe is not None:
+        trained.probe.load_state_dict(best["probe"])
+    results = evaluate(trained, dataset, edge_sets, config.eval_batch_size, device, select_precision(device))
+    results.update(model_file=ckpt.BEST_MODEL, model_step=best["step"])
+    log.info(summary_line(results, "test"))
+    log_report(results, log, "test")
+    if ranks.is_main:
+        images = write_results(results, os.path.join(config.output_dir, TEST_RESULTS_FILE),
+                               os.path.join(config.output_dir, TEST_HEATMAP_FILE),
+                               f"{config.output_dir}: test exact match by operand lengths")
+        for image in images:
+            tracker.log_image("test/heatmap", image)
+    tracker.set_summary(scalar_metrics(results, "test"))
+    return results
+
+
+def check_finite(value, step):
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"loss became {value} by step {step}; stopping without saving this model. "
+                               f"Train again in a new --output-dir with a lower --learning-rate (or without --fp16)")
+    return value
+
+
+def format_duration(seconds):
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
+def stop_requested_anywhere(stop, ranks, device):
+    """A Ctrl-C or SIGTERM seen by any rank stops all of them after the same step (one tiny all-reduce per step,
+    only under torchrun): a rank that stopped alone would leave the others waiting in the next all-reduce."""
+    if not ranks.distributed:
+        return stop.requested
+    return all_reduce_sum(torch.tensor(float(stop.requested), device=device)).item() > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+
+def train(config, explicit_flags=frozenset()):
+    """Trains (or resumes) the run in config.output_dir and writes its final outputs. Returns the test results,
+    or None when a signal stopped it first. Under torchrun every process runs this; rank 0 alone writes files,
+    logs and W&B."""
+    os.makedirs(config.output_dir, exist_ok=True)
+    config, checkpoint, source = resumed_run(config, explicit_flags)
+    ranks, device = setup_distributed(config.device)
+    precision = select_precision(device, config.fp16, config.bf16)
+
+    # Data, tokenised once and kept on the training device; the model that reads it
+    datasets, tokenizer = load_training_data(config, ranks, device, checkpoint and checkpoint["vocab"])
+    seed_everything(config.seed)
+    config, trained = build_model(config, datasets, tokenizer, device)
+    edge_sets = edge_case_datasets(datasets["val"], tokenizer, trained.model)  # val and test share their data's
+    if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
+        torch.manual_seed(config.seed * 1000 + ranks.rank)
+    module, step_module = trainable_module(config, trained, ranks, device)
+    optimizer = build_optimizer(module, config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
+    fingerprint, num_train = datasets["train"].fingerprint(), len(datasets["train"])  # hashed once per (re)start
+    examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
+    state = ckpt.TrainingState()
+    if checkpoint:
+        ckpt.check_resumable(checkpoint, source, datasets["train"], fingerprint, precision.description, log)
+        state = ckpt.restore_training(checkpoint, source, trained, optimizer, scaler, ranks, config.seed, log)
+    total_steps = state.step + steps_remaining(state.examples_seen, num_train, config.num_epochs, examples_per_step)
+    if checkpoint:
+        log.info(f"resuming {source} at step {state.step}/{total_steps} (example {state.examples_seen % num_train} "
+                 f"of epoch {state.examples_seen // num_train + 1})")
+    else:
+        state.warmup_steps = warmup_steps_for(config, total_steps)
+    test_results_path = os.path.join(config.output_dir, TEST_RESULTS_FILE)
+    if state.step >= total_steps and os.path.exists(test_results_path):
+        log.info(f"{config.output_dir}: this run is already finished ({total_steps} steps); results are in "
+                 f"{test_results_path}. Use a new --output-dir to train again")
+        with open(test_results_path) as f:
+            return json.load(f)
+    if ranks.is_main:
+        write_training_config(config, trained, ranks, num_train, examples_per_step, total_steps)
+    log.info(f"model {config.model.model_size}: {trained.model.num_parameters():,} parameters | {config.num_epochs} "
+             f"epochs x {math.ceil(num_train / examples_per_step)} steps of global batch {examples_per_step} "
+             f"({config.batch_size} per process x {ranks.world_size} processes x {config.gradient_accumulation_steps} "
+             f"accumulation steps) = {total_steps} steps | device {device} | precision {precision.description}"
+             f"{' | torch.compile' if config.compile else ''}")
+    log.info(f"data loading: batches are index slices of tensors already on {device}, taken in this process; "
+             f"no worker processes are started (--num-workers {config.num_workers} has nothing to do here)")
+    tracker = start_tracking(config.wandb and ranks.is_main, config.wandb_project, config.output_dir,
+                             {**asdict(config), "num_parameters": trained.model.num_parameters()})
+
+    # Loop: each epoch's order from (seed, epoch), resumed at the example the run had reached
+    module.train()
+    clock = TrainingClock(device, state.training_seconds)
+    meter = IntervalMeter(device, clock.seconds)
+    with StopRequest() as stop, logging_redirect_tqdm(), \
+            tqdm(total=total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
+                 disable=None if ranks.is_main else True) as progress:  # None: a bar on a terminal only
+        for epoch in range(state.examples_seen // num_train, config.num_epochs):
+            order = epoch_order(num_train, config.seed, epoch,
+                                *((datasets["train"].lengths, config.batch_size) if config.group_by_length else ()))
+            for micro_batches, step_examples in step_batches(datasets["train"], order, config.batch_size, ranks,
+                                                             config.gradient_accumulation_steps,
+                                                             state.examples_seen - epoch * num_train):
+                learning_rate = learning_rate_at(state.step, config, total_steps, state.warmup_steps)
+                loss, grad_norm = train_step(step_module, optimizer, scaler, micro_batches, learning_rate, config,
+                                             device, precision)
+                state.step += 1
+                state.examples_seen += step_examples
+                progress.update()
+                meter.add(loss, grad_norm, sum(inputs.numel() for inputs, *_ in micro_batches))
+                stopping = stop_requested_anywhere(stop, ranks, device)
+                step = state.step
+                if step % config.logging_steps == 0 or step == total_steps:
+                    log_training(meter, clock, state, step, total_steps, learning_rate, ranks, num_train, tracker,
+                                 progress)
+                evaluating = step % config.eval_steps == 0 or step == total_steps
+                saving = step % config.save_steps == 0 or step == total_steps or stopping
+                if evaluating or saving:
+                    state.training_seconds = clock.read()  # evaluation and saving are not training time
+                    meter.check_finite(step)  # a diverged model is neither evaluated nor saved, on any rank
+                    if evaluating:
+                        evaluate_on_val(config, trained, datasets["val"], edge_sets, device, precision, state, ranks,
+                                        tracker)
+                    if saving:
+                        save_checkpoint(config, trained, state, optimizer, scaler, ranks, fingerprint, precision)
+                    if ranks.is_main:
+                        write_trainer_state(config, state, total_steps)
+                    clock.restart()
+                if stopping:
+                    log.warning(f"stopped at step {step}/{total_steps}; run the same command to resume")
+                    tracker.finish()
+                    return None
+
+    # End: the final weights, then the best model on the held-out test split
+    if ranks.is_main:
+        ckpt.save_atomic(trained.model.state_dict(), os.path.join(config.output_dir, FINAL_MODEL_FILE))
+    results = test_best_model(config, trained, datasets["test"], edge_sets, device, ranks, tracker)
+    tracker.finish()
+    log.info(f"done: test exact match {results['exact_match']:.4f} after {state.training_seconds:.1f} s of "
+             f"training steps and {state.evaluation_seconds:.1f} s of evaluation; results in {test_results_path}")
+    return results

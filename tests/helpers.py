@@ -1,0 +1,60 @@
+"""Helpers for the tests: running the scripts as a user would, the flags of a short real training run, and
+interrupting one."""
+
+import os
+import subprocess
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Set by conftest for each test: whether it is marked slow, which every test that starts a process must be.
+SLOW_TEST = {"running": False}
+
+
+def script_env(home):
+    """No W&B login (HOME without .netrc, no API key), so W&B must choose offline mode by itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1")
+    return env
+
+
+def check_slow_test():
+    assert SLOW_TEST["running"], "a test that starts a process must be marked slow (pytest.mark.slow)"
+
+
+def run_script(name, *args, home, check=True, **kwargs):
+    check_slow_test()
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", name), *map(str, args)],
+                            capture_output=True, text=True, env=script_env(home), cwd=REPO_ROOT, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+# 1600 training problems / batch 32 = 50 steps per epoch, 8 epochs = 400 steps; dropout makes the RNG matter,
+# and checkpoints every 30 steps fall inside epochs, so resuming must find its place within one.
+RUN_FLAGS = ["--model-size", "tiny", "--num-epochs", 8, "--learning-rate", 3e-3, "--warmup-steps", 20,
+             "--dropout", 0.1, "--save-steps", 30, "--eval-steps", 100, "--logging-steps", 50, "--no-wandb"]
+
+
+def train_args(data_dir, output_dir, *extra):
+    return ["--data-dir", data_dir, "--output-dir", output_dir, *RUN_FLAGS, *extra]
+
+
+def interrupt_training(data_dir, output_dir, home, after_checkpoint, sig, flags=None):
+    """Runs train.py until checkpoint-<after_checkpoint>.pt exists, then sends `sig`; returns (exit code, output)."""
+    check_slow_test()
+    process = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
+                                *map(str, flags or train_args(data_dir, output_dir))],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=script_env(home),
+                               stdin=subprocess.DEVNULL)
+    checkpoint = os.path.join(output_dir, f"checkpoint-{after_checkpoint}.pt")
+    deadline = time.time() + 120
+    while not os.path.exists(checkpoint):
+        assert process.poll() is None, f"training ended before {checkpoint} appeared:\n{process.stdout.read()}"
+        assert time.time() < deadline, f"{checkpoint} did not appear within 120 s"
+        time.sleep(0.005)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=120)
+    assert not os.path.exists(os.path.join(output_dir, "pytorch_model.bin")), "the run ended before the signal"
+    return process.returncode, output
