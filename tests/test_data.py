@@ -13,7 +13,7 @@ from math_llm.data import ArithmeticDataset, read_split, write_splits
 from math_llm.data_generation import (DataConfig, fill_quotas, generate_splits, sample_carry_balanced,
                                       weighted_quotas)
 from math_llm.errors import ConfigError, DataError
-from math_llm.formats import FORMATS, PLAIN
+from math_llm.formats import FORMATS
 from math_llm.model import IGNORE_INDEX
 from math_llm.operations import OPERATIONS
 from math_llm.problems import Problem, parse_prompt, split_example

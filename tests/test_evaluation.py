@@ -50,7 +50,6 @@ class TableModel(torch.nn.Module):
     def table_logits(self, idx):
         logits = torch.zeros(*idx.shape, len(self.tokenizer))
         for row, ids in enumerate(idx.tolist()):
-            text = self.tokenizer.decode(ids)
             for position in range(len(ids)):
                 prefix = self.tokenizer.decode(ids[: position + 1])
                 prompt, equals, written = prefix.partition("=")
@@ -182,8 +181,8 @@ def test_edge_cases_follow_the_datasets_format_width_and_max_length():
     assert set(cases) == {"all nines", "carry through every digit", "zero operand"}
     # every case has 13 tokens: a model that reads 13 gets them all, one that reads 12 none
     fitting = edge_case_datasets(dataset, Tokenizer(), Transformer(ModelConfig("tiny", max_length=13)))
-    assert {kind: len(kind_cases) for kind, kind_cases in fitting.items()} == {kind: len(kind_cases) for kind, kind_cases
-                                                                               in cases.items()}
+    assert {kind: len(cases_of_kind) for kind, cases_of_kind in fitting.items()} == {
+        kind: len(cases_of_kind) for kind, cases_of_kind in cases.items()}
     assert edge_case_datasets(dataset, Tokenizer(), Transformer(ModelConfig("tiny", max_length=12))) == {}
 
 

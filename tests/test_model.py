@@ -204,8 +204,8 @@ def test_the_model_names_each_sequence_it_cannot_read_and_why():
                                                              "(train.py --max-length)")]
     abacus = Transformer(ModelConfig("tiny", pos_encoding="abacus", digit_positions=10,
                                      **tokenizer.digit_place_ids()))
-    assert list(abacus.unreadable(tokens, lengths)) == [(1, "a number that reaches digit place 10, beyond the model's 9 "
-                                                            "(train.py --digit-positions)")]
+    assert list(abacus.unreadable(tokens, lengths)) == [
+        (1, "a number that reaches digit place 10, beyond the model's 9 (train.py --digit-positions)")]
     assert list(Transformer(ModelConfig("tiny", pos_encoding="rope")).unreadable(tokens, lengths)) == []
 
 

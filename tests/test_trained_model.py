@@ -28,28 +28,28 @@ def data_file(tmp_path, examples, format_name):
 
 
 def test_data_in_the_format_and_width_the_model_learned_is_accepted(tmp_path):
-    trained_on("padded-reversed", 2).check_dataset(data_file(tmp_path, ["12+07=910<end>"], "padded-reversed"))
+    trained_on("padded-reversed", 2).check_datasets(data_file(tmp_path, ["12+07=910<end>"], "padded-reversed"))
     assert trained_on("plain").trained_lengths == [1, 2]
 
 
 def test_another_format_or_width_is_refused_naming_both(tmp_path):
     with pytest.raises(DataError, match="test.json: its problems are in the 'padded-reversed' format, but "
                                         "run/best_model.pt was trained on 'plain'"):
-        trained_on("plain").check_dataset(data_file(tmp_path, ["12+07=910<end>"], "padded-reversed"))
+        trained_on("plain").check_datasets(data_file(tmp_path, ["12+07=910<end>"], "padded-reversed"))
     with pytest.raises(DataError, match="test.json: its operands are padded to 3 digits, but run/best_model.pt "
                                         "learned 2; generate the data with --max-digits 2"):
-        trained_on("padded-reversed", 2).check_dataset(data_file(tmp_path, ["012+007=9100<end>"], "padded-reversed"))
+        trained_on("padded-reversed", 2).check_datasets(data_file(tmp_path, ["012+007=9100<end>"], "padded-reversed"))
 
 
 def test_a_problem_past_the_models_positions_or_digit_places_names_its_line(tmp_path):
     dataset = data_file(tmp_path, ["1+1=2<end>", "123456+1=123457<end>"], "reversed-all")
     with pytest.raises(DataError, match="test.json line 3: '123456\\+1=123457<end>' has 16 tokens, more than the "
                                         "max_length of 12"):
-        trained_on("reversed-all", max_length=12).check_dataset(dataset)
+        trained_on("reversed-all", max_length=12).check_datasets(dataset)
     with pytest.raises(DataError, match="test.json line 3: '123456\\+1=123457<end>' has a number that reaches "
                                         "digit place 7, beyond the model's 6 \\(train.py --digit-positions\\)"):
-        trained_on("reversed-all", pos_encoding="abacus", digit_positions=7).check_dataset(dataset)
-    trained_on("reversed-all", pos_encoding="rope").check_dataset(dataset)
+        trained_on("reversed-all", pos_encoding="abacus", digit_positions=7).check_datasets(dataset)
+    trained_on("reversed-all", pos_encoding="rope").check_datasets(dataset)
 
 
 def test_a_typed_prompt_is_checked_as_data_is():

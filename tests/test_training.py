@@ -18,7 +18,8 @@ from math_llm.distributed import Ranks
 from math_llm.model import IGNORE_INDEX
 from math_llm.probe import ProbedModel, add_running_sums
 from math_llm.tokenizer import Tokenizer
-from math_llm.trainer import TrainConfig, epoch_order, improves_on_best, learning_rate_at, step_batches
+from math_llm.batches import epoch_order, step_batches
+from math_llm.trainer import TrainConfig, improves_on_best, learning_rate_at
 from tests.helpers import interrupt_training, run_script, train_args
 
 slow = pytest.mark.slow

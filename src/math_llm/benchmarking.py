@@ -21,8 +21,8 @@ from math_llm.decoding import dataset_answers, naive_answers
 from math_llm.model import ModelConfig, Transformer
 from math_llm.runtime import select_precision, synchronize
 from math_llm.tokenizer import Tokenizer
-from math_llm.trainer import (TrainConfig, build_optimizer, compile_for_training, epoch_order, step_batches, train,
-                              train_step)
+from math_llm.batches import epoch_order, step_batches
+from math_llm.trainer import TrainConfig, build_optimizer, compile_for_training, train, train_step
 
 PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -106,7 +106,7 @@ class TrainingRow:
         self.precision_config = select_precision(device, **PRECISION_FLAGS[precision])
         max_length = max(ModelConfig.max_length, dataset.tokens.shape[1])
         self.model = Transformer(ModelConfig(model_size, vocab_size=vocab_size, max_length=max_length)).to(device)
-        self.optimizer = build_optimizer(self.model, self.config, device)
+        self.optimizer = build_optimizer(self.model, self.config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision_config.use_grad_scaler)
         self.step_model = compile_for_training(self.model) if compile else self.model
         grouping = (dataset.lengths, batch_size) if group_by_length else ()

@@ -66,7 +66,8 @@ class DataConfig:
         self.operations = ",".join(OPERATION_NAMES.get(name, name) for name in self.operations.split(","))
         if self.num_examples < 3:
             raise ConfigError(f"--num-examples must be at least 3 (one per split), got {self.num_examples}")
-        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+        fractions = (self.val_fraction, self.test_fraction)
+        if not (all(0 < fraction < 1 for fraction in fractions) and sum(fractions) < 1):
             raise ConfigError(f"--val-fraction and --test-fraction must be in (0, 1) and leave room for training, "
                               f"got {self.val_fraction} and {self.test_fraction}")
         if not 1 <= self.max_digits <= MAX_SUPPORTED_DIGITS:

@@ -73,10 +73,12 @@ def summary_line(results, name):
             f"loss {results['loss']:.4f}{probe} ({results['num_examples']} problems in {results['seconds']:.2f} s)")
 
 
-def write_results(results, output_file, heatmap_file, title, length_plot_file=None, trained_lengths=None):
-    """The results as JSON, their heatmap of exact match by operand lengths (where they have two-operand cells) and,
-    given a file for it, their exact match by length (where they have several lengths). Returns the images
-    written."""
+def publish(results, name, output_file, heatmap_file, title, length_plot_file=None, trained_lengths=None):
+    """Logs the results (the totals, then log_report) and writes them: as JSON, their heatmap of exact match by
+    operand lengths (where they have two-operand cells) and, given a file for it, their exact match by length (where
+    they have several lengths, the training lengths shaded). Returns the images written."""
+    log.info(summary_line(results, name))
+    log_report(results, log, name)
     write_json(output_file, results)
     images = []
     if save_grid_heatmap(results["exact_match_by_operation_and_operand_digits"], heatmap_file, title):
@@ -94,9 +96,9 @@ def evaluate_checkpoint(config):
     trained = load_model(config.checkpoint, device, log)
     data_path = config.data_path or split_path(config.data_dir, config.split)
     dataset = ArithmeticDataset.from_file(data_path, trained.tokenizer)
-    trained.check_dataset(dataset)
-    log.info(f"evaluating {trained.source} (step {trained.step}, "
-             f"{trained.model.num_parameters():,} parameters) on {data_path} ({len(dataset)} problems, device {device})")
+    trained.check_datasets(dataset)
+    log.info(f"evaluating {trained.source} (step {trained.step}, {trained.model.num_parameters():,} parameters) on "
+             f"{data_path} ({len(dataset)} problems, device {device})")
     if trained.probe is not None:
         add_running_sums(dataset)
     edge_sets = edge_case_datasets(dataset, trained.tokenizer, trained.model) if config.edge_cases else {}
@@ -106,16 +108,10 @@ def evaluate_checkpoint(config):
                    trained_lengths=trained.trained_lengths)
 
     name = os.path.splitext(os.path.basename(data_path))[0]
-    log.info(summary_line(results, name))
-    by_digits = results["exact_match_by_operand_digits"]
-    if len(by_digits) <= 25:  # larger grids are for the JSON and the heatmap
-        for digits, cell in by_digits.items():
-            log.info(f"  operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} problems)")
-    log_report(results, log, name)
     output_file = config.output_file or os.path.join(os.path.dirname(trained.source), f"eval_{name}.json")
     stem = os.path.splitext(output_file)[0]
-    images = write_results(results, output_file, stem + "_heatmap.png", f"{trained.source} on {data_path}",
-                           stem + "_by_length.png", results["trained_lengths"])
+    images = publish(results, name, output_file, stem + "_heatmap.png", f"{trained.source} on {data_path}",
+                     stem + "_by_length.png", results["trained_lengths"])
     log.info(f"results written to {output_file}" + "".join(f"; {image}" for image in images))
     return results
 
@@ -181,8 +177,14 @@ def sign_report(exact_match, sign):
 
 
 def log_report(results, log, split):
-    """The numbers a reader looks at first: per operation, carries, answer digits by place, the running-sum probe,
-    scratchpad steps, edge cases, worst cells and mistakes (the totals are logged by the caller)."""
+    """The numbers a reader looks at first: operand-digit cells (up to 25), per operation, carries, answer digits by
+    place, the running-sum probe, scratchpad steps, edge cases, worst cells and mistakes (the totals are logged by
+    the caller)."""
+    by_digits = results["exact_match_by_operand_digits"]
+    if len(by_digits) <= 25:  # larger grids are for the JSON and the heatmap
+        for digits, cell in by_digits.items():
+            log.info(f"{split} operand digits {digits}: exact match {cell['exact_match']:.4f} ({cell['count']} "
+                     f"problems)")
     for operator, values in results["exact_match_by_operation"].items():
         carries = results["exact_match_by_carries"].get(operator, {})
         by_carries = " | by carries " + " ".join(f"{n}:{c['exact_match']:.3f}" for n, c in carries.items()) \

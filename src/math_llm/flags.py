@@ -50,9 +50,10 @@ def flag_name(field):
     return "--" + ("no-" if is_switch_off else "") + field.name.replace("_", "-")
 
 
-def add_flags(parser, config_class, default_group="options"):
-    """Adds every flag of `config_class` (and of the configs inside it) to `parser`, in argument groups."""
-    groups = {}
+def add_flags(parser, config_class):
+    """Adds every flag of `config_class` (and of the configs inside it) to `parser`, in the argument groups their
+    metadata names (none: the parser's own options)."""
+    groups = {None: parser}
 
     def group_for(title):
         if title not in groups:
@@ -81,7 +82,7 @@ def add_flags(parser, config_class, default_group="options"):
                                choices=list(choices) if choices is not None else None,
                                help=field.metadata["help"] + default_text)
 
-    add(config_class, default_group)
+    add(config_class, None)
     return parser
 
 

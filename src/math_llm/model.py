@@ -353,5 +353,6 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.ln_final(hidden))
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
         return logits, loss

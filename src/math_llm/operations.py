@@ -49,7 +49,9 @@ class Operation:
     scratchpad: Callable | None = None  # (operands, pairwise, width) -> the steps written before the answer
     scratchpad_max_operands: int | None = None  # None: as many as the operation takes
     running_sums: Callable | None = None  # (operands, places) -> each answer place's column total (the probe's target)
-    special_cases: Callable = field(default=lambda length, value, with_zeros: [])  # see edge_cases.py
+    # (length, a random number of that length, whether zeros belong to the data) -> [(kind, operands)]: the edge cases
+    # of this operation's own (x-x, 999+1...), beside the all-9s, zeros and carry chains that edge_cases.py builds
+    special_cases: Callable = field(default=lambda length, value, with_zeros: [])
 
     def refusal(self, operands):
         """Why these operands make no problem of this operation (too few or too many, a zero divisor), or None."""
@@ -150,7 +152,8 @@ def addition_steps(operands, pairwise=False, width=None):
     total_digits = len(str(10 * len(operands) - 1))  # the largest column total: every digit 9, the largest carry
     write = (lambda value: f"{value:0{total_digits}d}") if width else str
     carry_digits = len(str(len(operands) - 1)) if width else None
-    return [step("+", add, digits, carry, write, carry_digits) for digits, carry, _ in addition_columns(operands, width)]
+    return [step("+", add, digits, carry, write, carry_digits)
+            for digits, carry, _ in addition_columns(operands, width)]
 
 
 def addition_cases(length, value, with_zeros):

@@ -12,6 +12,7 @@ import torch.nn as nn
 from math_llm.distributed import all_gather_objects, rank_shard
 from math_llm.errors import ConfigError
 from math_llm.model import IGNORE_INDEX
+from math_llm.problems import parse_prompt
 from math_llm.runtime import autocast
 
 TARGET_NAME = "running_sums"  # the dataset's extra per-token target, and the keyword the probed model takes
@@ -66,7 +67,8 @@ def add_running_sums(dataset):
                           f"and this data has the {dataset.format.name!r} format")
     running_sums = torch.full(dataset.tokens.shape, torch.nan)
     count = 0
-    for row, (problem, answer) in enumerate(zip(dataset.problems, dataset.answers)):
+    for row, (prompt, answer) in enumerate(zip(dataset.prompts, dataset.answers)):
+        problem = parse_prompt(prompt, dataset.format)  # not dataset.problems: a training split may be millions
         totals = problem.operation.running_sums and problem.operation.running_sums(problem.operands, len(answer))
         if totals is None:
             continue

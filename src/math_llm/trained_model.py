@@ -10,24 +10,26 @@ import torch
 
 from math_llm.errors import DataError
 from math_llm.formats import DataFormat
+from math_llm.model import Transformer
 from math_llm.problems import parse_prompt
+from math_llm.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainedModel:
-    model: object  # a Transformer
-    tokenizer: object  # its Tokenizer
+    model: Transformer
+    tokenizer: Tokenizer  # its own vocabulary
     data_format: DataFormat  # the format it learned
     operand_width: int | None  # the width its operands were padded to (formats padded to one width), else None
     data_config: dict  # how its training data was generated (DataConfig's fields)
-    probe: object = None  # its RunningSumProbe, if it was trained with one
+    probe: torch.nn.Module | None = None  # its RunningSumProbe, if it was trained with one
     source: str = "this run"  # where it was loaded from, for messages
     step: int | None = None  # the training step of its weights
 
     def description(self):
-        """What a checkpoint records of it besides the weights (see from_description)."""
+        """What a checkpoint records of it besides the weights and configs (checkpoint.load_model reads it back)."""
         return {"vocab": self.tokenizer.vocab, "data_format": self.data_format.name,
                 "operand_width": self.operand_width, "data_config": self.data_config}
 
@@ -38,20 +40,21 @@ class TrainedModel:
             return None
         return [self.data_config.get("min_digits", 1), self.data_config["max_digits"]]
 
-    def check_dataset(self, dataset):
-        """A DataError naming the file (and the line) if the model cannot read `dataset`: another format or operand
-        width than it learned, or a problem longer than its positions or digit places reach. Its vocabulary was
-        checked when the dataset was tokenised with this model's tokenizer."""
-        if dataset.format != self.data_format:
-            raise DataError(f"{dataset.source}: its problems are in the {dataset.format.name!r} format, but "
-                            f"{self.source} was trained on {self.data_format.name!r}; evaluate it on data generated "
-                            f"with --format {self.data_format.name}")
-        if dataset.operand_width != self.operand_width:
-            raise DataError(f"{dataset.source}: its operands are padded to {dataset.operand_width} digits, but "
-                            f"{self.source} learned {self.operand_width}; generate the data with --max-digits "
-                            f"{self.operand_width}")
-        for index, reason in self.model.unreadable(dataset.tokens, dataset.lengths):
-            raise DataError(f"{dataset.location(index)}: {dataset.examples[index]!r} has {reason}")
+    def check_datasets(self, *datasets):
+        """A DataError naming the file (and the line) if the model cannot read one of `datasets`: another format or
+        operand width than it learned, or a problem longer than its positions or digit places reach. Their
+        vocabulary was checked when they were tokenised with this model's tokenizer."""
+        for dataset in datasets:
+            if dataset.format != self.data_format:
+                raise DataError(f"{dataset.source}: its problems are in the {dataset.format.name!r} format, but "
+                                f"{self.source} was trained on {self.data_format.name!r}; evaluate it on data "
+                                f"generated with --format {self.data_format.name}")
+            if dataset.operand_width != self.operand_width:
+                raise DataError(f"{dataset.source}: its operands are padded to {dataset.operand_width} digits, but "
+                                f"{self.source} learned {self.operand_width}; generate the data with --max-digits "
+                                f"{self.operand_width}")
+            for index, reason in self.model.unreadable(dataset.tokens, dataset.lengths):
+                raise DataError(f"{dataset.location(index)}: {dataset.examples[index]!r} has {reason}")
         if self.model.config.pos_encoding == "abacus" and not self.data_format.reverse_operands:
             log.warning(f"--pos-encoding abacus counts digit places from each number's first digit, and the "
                         f"{self.data_format.name!r} format writes operands most significant digit first, so places do "

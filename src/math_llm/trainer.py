@@ -21,11 +21,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from math_llm import checkpoint as ckpt
+from math_llm.batches import epoch_order, step_batches, steps_remaining
 from math_llm.data import ensure_dataset, load_splits
-from math_llm.distributed import Ranks, all_gather_objects, all_reduce_sum, barrier, setup_distributed
+from math_llm.distributed import all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from math_llm.edge_cases import edge_case_datasets
 from math_llm.errors import ConfigError, TrainingDiverged
-from math_llm.evaluation import evaluate, log_report, scalar_metrics, summary_line, write_results
+from math_llm.evaluation import evaluate, publish, scalar_metrics, summary_line
 from math_llm.files import write_json
 from math_llm.flags import config_from_dict, nested, option, resume_config
 from math_llm.model import ModelConfig, Transformer
@@ -128,58 +129,6 @@ def learning_rate_at(step, config, total_steps, warmup=None):
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-LENGTH_GROUP_BATCHES = 64  # --group-by-length sorts runs of this many batches
-
-
-def epoch_order(num_examples, seed, epoch, lengths=None, batch_size=None):
-    """The shuffled example order of one epoch, a pure function of (seed, epoch). Given `lengths`, each run of
-    LENGTH_GROUP_BATCHES x batch_size examples of it is sorted longest first, so that a batch holds examples of
-    similar length and pads little (a step is cut from consecutive examples; see step_batches)."""
-    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    if lengths is None:
-        return order
-    runs = order.split(LENGTH_GROUP_BATCHES * batch_size)
-    return torch.cat([run[lengths[run].argsort(descending=True, stable=True)] for run in runs])
-
-
-def step_batches(dataset, order, batch_size, ranks=Ranks(), accumulation_steps=1, first_example=0):
-    """The optimizer steps of one epoch, from example `first_example` of its order on: for each step, this rank's
-    micro-batches [(inputs, targets, extra targets, weight)] and the number of examples the whole step covers.
-
-    A step takes the next batch_size x world_size x accumulation_steps examples of the order (every rank computes
-    the same order) and cuts them into that many equal parts: part k x world_size + rank is this rank's micro-step
-    k, so the ranks together see each example once per epoch. An epoch's last, shorter step is cut as evenly as it
-    goes. `weight` is the part's share of the step's answer tokens times the world size: a micro-batch's mean loss
-    times its weight, summed and averaged by DDP, is the mean over all answer tokens of the global batch, whatever
-    the masks. A rank left with no example takes one with weight 0, so that it still joins the all-reduce.
-
-    A batch is an index into tensors already on the training device, so it costs microseconds in this process
-    (worker processes would only add copies between processes); the order goes to the device once per epoch."""
-    parts = ranks.world_size * accumulation_steps
-    device_order = order.to(dataset.tokens.device)
-    answer_tokens = dataset.lengths - dataset.prompt_lengths
-    for start in range(first_example, len(order), batch_size * parts):
-        positions = torch.arange(start, min(start + batch_size * parts, len(order)))
-        step_answer_tokens = float(answer_tokens[order[positions]].sum())
-        micro_batches = []
-        for micro_step in range(accumulation_steps):
-            part = torch.tensor_split(positions, parts)[micro_step * ranks.world_size + ranks.rank]
-            weight = ranks.world_size * float(answer_tokens[order[part]].sum()) / step_answer_tokens
-            if len(part) == 0:
-                part, weight = positions[:1], 0.0
-            micro_batches.append((*dataset.batch(order[part], device_order[part]), weight))
-        yield micro_batches, len(positions)
-
-
-def steps_remaining(examples_seen, num_examples, num_epochs, examples_per_step):
-    """Optimizer steps left in a run that has consumed `examples_seen` examples (all epochs together)."""
-    epoch, position = divmod(examples_seen, num_examples)
-    if epoch >= num_epochs:
-        return 0
-    return (math.ceil((num_examples - position) / examples_per_step)
-            + (num_epochs - epoch - 1) * math.ceil(num_examples / examples_per_step))
-
-
 class TrainingClock:
     """Seconds spent in training steps: paused around evaluation and checkpointing, synchronised on CUDA."""
 
@@ -220,8 +169,7 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-
-def build_optimizer(model, config, device):
+def build_optimizer(model, config):
     """AdamW, decaying matrices and embeddings but not biases or LayerNorm gains (as nanoGPT)."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -261,7 +209,6 @@ def train_step(model, optimizer, scaler, micro_batches, learning_rate, config, d
     return loss_share, grad_norm
 
 
-
 class IntervalMeter:
     """Loss, gradient norm and tokens of the steps since the last log line, summed on the device: no host sync
     per step."""
@@ -285,10 +232,11 @@ class IntervalMeter:
 
     def read(self, seconds, ranks, step):
         """(the interval's train/ metrics, its seconds per step), and a new interval from `seconds` on."""
-        loss, tokens = all_reduce_sum(torch.stack([self.loss, torch.tensor(float(self.tokens), device=self.device)]))
-        metrics = {"train/loss": check_finite(loss.item() / ranks.world_size, step) / self.steps,
+        loss, tokens = all_reduce_sum(torch.stack([self.loss, torch.tensor(float(self.tokens), device=self.device)])
+                                      ).tolist()
+        metrics = {"train/loss": check_finite(loss / ranks.world_size, step) / self.steps,
                    "train/grad_norm": self.grad_norm.item() / self.steps,
-                   "train/tokens_per_second": tokens.item() / (seconds - self.start)}
+                   "train/tokens_per_second": tokens / (seconds - self.start)}
         seconds_per_step = (seconds - self.start) / self.steps
         self.loss.zero_()
         self.grad_norm.zero_()
@@ -314,8 +262,8 @@ def resumed_run(config, explicit_flags):
             saved = json.load(f)["train_config"]
     else:
         return config, None, None
-    return resume_config(config, explicit_flags, config_from_dict(TrainConfig, saved, source), source), checkpoint, \
-        source
+    saved = config_from_dict(TrainConfig, saved, source)
+    return resume_config(config, explicit_flags, saved, source), checkpoint, source
 
 
 def load_training_data(config, ranks, device, vocab=None):
@@ -335,17 +283,17 @@ def build_model(config, datasets, tokenizer, device):
     config = replace(config, model=replace(config.model, vocab_size=len(tokenizer), **tokenizer.digit_place_ids()))
     model = Transformer(config.model).to(device)
     probe = RunningSumProbe(config.model.hidden_size).to(device) if config.running_sum_loss else None
-    train = datasets["train"]
-    data_config = {key: value for key, value in train.metadata.items() if key != "split"}
-    trained = TrainedModel(model, tokenizer, train.format, train.operand_width, data_config, probe, config.output_dir)
-    for dataset in datasets.values():
-        trained.check_dataset(dataset)
+    train_split = datasets["train"]
+    data_config = {key: value for key, value in train_split.metadata.items() if key != "split"}
+    trained = TrainedModel(model, tokenizer, train_split.format, train_split.operand_width, data_config, probe,
+                           config.output_dir)
+    trained.check_datasets(*datasets.values())
     if probe is not None:
-        with_sums = add_running_sums(train)
+        with_sums = add_running_sums(train_split)
         if not with_sums:
-            raise ConfigError(f"--running-sum-loss: {train.source} has no problems with running sums (two-operand "
-                              f"multiplication)")
-        log.info(f"running-sum probe: {with_sums} of {len(train)} training problems have running sums")
+            raise ConfigError(f"--running-sum-loss: {train_split.source} has no problems with running sums "
+                              f"(two-operand multiplication)")
+        log.info(f"running-sum probe: {with_sums} of {len(train_split)} training problems have running sums")
         for split in ("val", "test"):  # the probe's readings are evaluated with the rest
             add_running_sums(datasets[split])
     return config, trained
@@ -404,7 +352,8 @@ def evaluate_on_val(config, trained, dataset, edge_sets, device, precision, stat
             path = os.path.join(config.output_dir, ckpt.BEST_MODEL)
             ckpt.save_best_model(path, config, trained, state.step,
                                  {key: value for key, value in results.items() if key != "mistakes"})
-            log.info(f"new best val exact match {results['exact_match']:.4f} (loss {results['loss']:.4f}): saved {path}")
+            log.info(f"new best val exact match {results['exact_match']:.4f} (loss {results['loss']:.4f}): "
+                     f"saved {path}")
 
 
 def save_checkpoint(config, trained, state, optimizer, scaler, ranks, fingerprint, precision):
@@ -460,12 +409,10 @@ def test_best_model(config, trained, dataset, edge_sets, device, ranks, tracker)
         trained.probe.load_state_dict(best["probe"])
     results = evaluate(trained, dataset, edge_sets, config.eval_batch_size, device, select_precision(device))
     results.update(model_file=ckpt.BEST_MODEL, model_step=best["step"])
-    log.info(summary_line(results, "test"))
-    log_report(results, log, "test")
     if ranks.is_main:
-        images = write_results(results, os.path.join(config.output_dir, TEST_RESULTS_FILE),
-                               os.path.join(config.output_dir, TEST_HEATMAP_FILE),
-                               f"{config.output_dir}: test exact match by operand lengths")
+        images = publish(results, "test", os.path.join(config.output_dir, TEST_RESULTS_FILE),
+                         os.path.join(config.output_dir, TEST_HEATMAP_FILE),
+                         f"{config.output_dir}: test exact match by operand lengths")
         for image in images:
             tracker.log_image("test/heatmap", image)
     tracker.set_summary(scalar_metrics(results, "test"))
@@ -512,7 +459,7 @@ def train(config, explicit_flags=frozenset()):
     if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
         torch.manual_seed(config.seed * 1000 + ranks.rank)
     module, step_module = trainable_module(config, trained, ranks, device)
-    optimizer = build_optimizer(module, config, device)
+    optimizer = build_optimizer(module, config)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_grad_scaler)
     fingerprint, num_train = datasets["train"].fingerprint(), len(datasets["train"])  # hashed once per (re)start
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
