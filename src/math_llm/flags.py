@@ -12,8 +12,9 @@ from math_llm.errors import ConfigError
 
 
 def option(default, help, *, choices=None, group=None, resumable=False):
-    """A config field that is a command-line flag. `group`: its section of --help; `resumable`: a resumed run may
-    take a new value of it (it changes how the run is watched, not what it computes)."""
+    """A config field that is a command-line flag. `help` says what the flag does (for a True-by-default bool, what
+    `--no-<name>` does); `group`: its section of --help; `resumable`: a resumed run may take a new value of it (it
+    changes how the run is watched, not what it computes)."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "group": group,
                                                         "resumable": resumable})
 
