@@ -26,7 +26,7 @@ from math_llm.errors import ConfigError
 from math_llm.files import write_json
 from math_llm.logging_setup import setup_logging
 from math_llm.model import MODEL_SIZES, ModelConfig
-from math_llm.runtime import select_device
+from math_llm.runtime import DEVICES, select_device
 from math_llm.tokenizer import Tokenizer
 from math_llm.trainer import TrainConfig
 
@@ -50,7 +50,7 @@ def comma_list(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto picks CUDA when present (default: %(default)s)")
     parser.add_argument("--parts", default=",".join(PARTS), help="what to measure (default: %(default)s)")
     parser.add_argument("--sizes", default=",".join(MODEL_SIZES), help="model sizes (default: %(default)s)")
@@ -151,7 +151,7 @@ def measure_padding(args, device):
 
 def measure_evaluation(args, device, run_dir, splits):
     """The model trained for the time-to-accuracy row, on all problems of the default dataset."""
-    trained = load_model(run_dir, device, log)
+    trained = load_model(run_dir, device)
     dataset = ArithmeticDataset([text for split in SPLITS for text in splits[split]], trained.tokenizer,
                                 metadata={"format": FASTEST_FORMAT}).to(device)
     result = bench.generation_speed(trained.model, dataset, trained.tokenizer, device, args.eval_batch_size)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Set by conftest for each test: whether it is marked slow, which every test that starts a process must be.
 SLOW_TEST = {"running": False}
@@ -58,3 +60,14 @@ def interrupt_training(data_dir, output_dir, home, after_checkpoint, sig, flags=
     output, _ = process.communicate(timeout=120)
     assert not os.path.exists(os.path.join(output_dir, "pytorch_model.bin")), "the run ended before the signal"
     return process.returncode, output
+
+
+def final_weights(output_dir):
+    """The pytorch_model.bin a run wrote."""
+    return torch.load(os.path.join(output_dir, "pytorch_model.bin"), weights_only=True)
+
+
+def num_carries(problem):
+    """The carries (borrows) of a problem as evaluation counts them; None for operations without."""
+    carries = problem.operation.carries
+    return carries.count(problem.operands) if carries else None

@@ -1,7 +1,6 @@
 """Checkpoint files: atomic writes, the newest readable one found by step, fallbacks and clear errors for corrupt,
 foreign, code-running or older-format files, and RNG state through a weights-only load."""
 
-import logging
 import os
 import pickle
 import random
@@ -19,8 +18,6 @@ from math_llm.probe import RunningSumProbe
 from math_llm.tokenizer import Tokenizer
 from math_llm.trainer import TrainConfig
 from math_llm.trained_model import TrainedModel
-
-log = logging.getLogger("test")
 
 
 def tiny_model_checkpoint(probe=False):
@@ -61,7 +58,7 @@ def test_a_model_round_trips_through_best_model_with_its_probe(tmp_path):
     contents = tiny_model_checkpoint(probe=True)
     torch.nn.init.constant_(contents["probe"]["linear.bias"], 2.5)
     ckpt.save_atomic(contents, str(tmp_path / "best_model.pt"))
-    trained = ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+    trained = ckpt.load_model(str(tmp_path), torch.device("cpu"))
     assert trained.source == str(tmp_path / "best_model.pt") and trained.step == 1
     assert trained.data_format.name == "plain" and trained.trained_lengths == [1, 2]
     assert not trained.model.training and trained.probe.linear.bias.item() == 2.5
@@ -74,7 +71,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
     ckpt.save_atomic({**contents, "state": {"step": 1}}, ckpt.checkpoint_path(str(tmp_path), 1))
     with open(ckpt.checkpoint_path(str(tmp_path), 2), "wb") as f:
         f.write(b"not a checkpoint")
-    checkpoint, path = ckpt.load_latest_checkpoint(str(tmp_path), log)
+    checkpoint, path = ckpt.load_latest_checkpoint(str(tmp_path))
     assert checkpoint["state"]["step"] == 1 and path.endswith("checkpoint-1.pt")
     assert "checkpoint-2.pt: unreadable" in caplog.text
 
@@ -82,16 +79,17 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
 def test_no_readable_checkpoint_at_all_is_an_error_not_a_fresh_start(tmp_path):
     (tmp_path / "checkpoint-1.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="none of its 1 checkpoints is readable"):
-        ckpt.load_latest_checkpoint(str(tmp_path), log)
+        ckpt.load_latest_checkpoint(str(tmp_path))
 
 
 def test_a_checkpoint_of_another_format_version_is_refused_in_one_line(tmp_path):
     contents = tiny_model_checkpoint()
-    for version, written_by in ((None, "an older version of Math LLM"), (ckpt.FORMAT_VERSION + 1, "a newer one")):
+    for version, written_by in ((None, "an older"), (ckpt.FORMAT_VERSION + 1, "a newer"), ("1", "an older")):
         ckpt.save_atomic({**contents, "format_version": version}, str(tmp_path / "best_model.pt"))
-        with pytest.raises(CheckpointError, match=f"best_model.pt: checkpoint format {version}, written by "
-                                                  f"{written_by}; this code reads format {ckpt.FORMAT_VERSION}"):
-            ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+        with pytest.raises(CheckpointError, match=f"best_model.pt: checkpoint format {version!r}, written by "
+                                                  f"{written_by} version of Math LLM; this code reads format "
+                                                  f"{ckpt.FORMAT_VERSION}"):
+            ckpt.load_model(str(tmp_path), torch.device("cpu"))
 
 
 def test_an_output_dir_without_best_model_uses_its_newest_readable_checkpoint(tmp_path):
@@ -100,17 +98,20 @@ def test_an_output_dir_without_best_model_uses_its_newest_readable_checkpoint(tm
                 "train_data_fingerprint": "", "precision": "fp32"}
     ckpt.save_atomic(training, ckpt.checkpoint_path(str(tmp_path), 1))
     (tmp_path / "checkpoint-2.pt").write_bytes(b"garbage")
-    trained = ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+    trained = ckpt.load_model(str(tmp_path), torch.device("cpu"))
     assert trained.step == 1 and trained.source.endswith("checkpoint-1.pt")
 
 
 def test_a_checkpoint_that_is_not_a_model_is_reported_by_name(tmp_path):
     ckpt.save_atomic(torch.ones(3), str(tmp_path / "tensor.pt"))
     with pytest.raises(CheckpointError, match="tensor.pt: not a Math LLM checkpoint"):
-        ckpt.load_model(str(tmp_path / "tensor.pt"), torch.device("cpu"), log)
+        ckpt.load_model(str(tmp_path / "tensor.pt"), torch.device("cpu"))
+    ckpt.save_atomic(tiny_model_checkpoint()["model"], str(tmp_path / "pytorch_model.bin"))  # the weights alone
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: not a Math LLM checkpoint .* give best_model.pt"):
+        ckpt.load_model(str(tmp_path / "pytorch_model.bin"), torch.device("cpu"))
     ckpt.save_atomic({**tiny_model_checkpoint(), "model": {}}, str(tmp_path / "empty.pt"))
     with pytest.raises(CheckpointError, match="empty.pt: its configs and weights do not make a model"):
-        ckpt.load_model(str(tmp_path / "empty.pt"), torch.device("cpu"), log)
+        ckpt.load_model(str(tmp_path / "empty.pt"), torch.device("cpu"))
 
 
 class Payload:
@@ -127,9 +128,9 @@ def test_a_checkpoint_cannot_run_code(tmp_path):
 
 def test_missing_checkpoint_is_reported_by_name(tmp_path):
     with pytest.raises(CheckpointError, match="nowhere.pt: checkpoint not found"):
-        ckpt.load_model(str(tmp_path / "nowhere.pt"), torch.device("cpu"), log)
+        ckpt.load_model(str(tmp_path / "nowhere.pt"), torch.device("cpu"))
     with pytest.raises(CheckpointError, match="no best_model.pt or checkpoint-N.pt"):
-        ckpt.load_model(str(tmp_path), torch.device("cpu"), log)
+        ckpt.load_model(str(tmp_path), torch.device("cpu"))
 
 
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):

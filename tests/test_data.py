@@ -18,10 +18,8 @@ from math_llm.model import IGNORE_INDEX
 from math_llm.operations import OPERATIONS
 from math_llm.problems import Problem, parse_prompt, split_example
 from math_llm.tokenizer import DEFAULT_VOCAB, Tokenizer, TokenizerError, vocab_for
+from tests.helpers import num_carries
 
-
-def num_carries(problem):
-    return problem.operation.carries.count(problem.operands) if problem.operation.carries else None
 
 
 def test_fill_quotas_caps_small_bins_and_spreads_the_rest():
@@ -54,7 +52,7 @@ def test_operand_lengths_are_balanced():
 
 def test_small_space_is_capped_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
-        splits = generate_splits(DataConfig(num_examples=10_000, max_digits=1), logging.getLogger("test"))
+        splits = generate_splits(DataConfig(num_examples=10_000, max_digits=1))
     assert sum(map(len, splits.values())) == 100
     assert "only 100 distinct problems" in caplog.text
 
@@ -167,7 +165,7 @@ def test_an_operation_weighted_past_what_exists_is_taken_whole_and_the_rest_goes
 
 def test_an_operation_that_its_weight_leaves_without_problems_is_a_warning(caplog):
     config = DataConfig(num_examples=100, operations="+,*", operation_weights="1e-9,1")
-    splits = generate_splits(config, logging.getLogger("test"))
+    splits = generate_splits(config)
     assert {problem.operator for problem in all_problems(splits)} == {"*"}
     assert "--operation-weights leave + without a single problem" in caplog.text
 

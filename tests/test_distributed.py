@@ -14,7 +14,7 @@ import torch
 from math_llm.data import write_splits
 from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.problems import split_example
-from tests.helpers import REPO_ROOT, check_slow_test, run_script, script_env
+from tests.helpers import REPO_ROOT, check_slow_test, final_weights, run_script, script_env
 
 pytestmark = pytest.mark.slow
 
@@ -73,9 +73,6 @@ def worker_pid(output_dir, local_rank):
     raise AssertionError(f"no worker of local rank {local_rank} found for {output_dir}")
 
 
-def weights(output_dir):
-    return torch.load(os.path.join(output_dir, "pytorch_model.bin"), weights_only=True)
-
 
 def logged(output_dir, key):
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
@@ -106,12 +103,12 @@ def test_two_processes_one_process_and_accumulation_end_with_the_same_weights(sm
         runs[name] = tmp_path / name.replace(" ", "_")
         run_script("train.py", "--data-dir", small_data, "--output-dir", runs[name], *flags, *EQUIVALENCE_FLAGS,
                    home=tmp_path)
-    reference = weights(runs["one process x 32"])
+    reference = final_weights(runs["one process x 32"])
     for name, output_dir in runs.items():
         assert logged(output_dir, "step")[-1] == 10
         # Summation order differs between the three, so equality holds to float tolerance: a weight moves at most
         # about lr = 1e-3 per step, and these stay within 2e-5 after 10 steps.
-        for key, value in weights(output_dir).items():
+        for key, value in final_weights(output_dir).items():
             torch.testing.assert_close(value, reference[key], atol=2e-5, rtol=0, msg=f"{name}: {key}")
         # The loss and gradient norm each step are those of the whole global batch (loss per answer token).
         assert logged(output_dir, "train/loss") == pytest.approx(logged(runs["one process x 32"], "train/loss"),
@@ -160,8 +157,8 @@ def test_torchrun_restarts_after_a_killed_rank_and_ends_with_the_weights_of_an_u
     _, output = kill_rank_after(process, output_dir, 120)
     assert process.returncode == 0, output
     assert "resuming" in (output_dir / "logs" / "training.log").read_text()
-    expected = weights(uninterrupted_two_process_run)
-    for key, value in weights(output_dir).items():
+    expected = final_weights(uninterrupted_two_process_run)
+    for key, value in final_weights(output_dir).items():
         assert torch.equal(value, expected[key]), key
 
 

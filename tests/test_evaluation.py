@@ -17,14 +17,9 @@ from math_llm.plots import save_grid_heatmap, save_length_plot
 from math_llm.problems import Problem, split_example
 from math_llm.runtime import select_precision
 from math_llm.tokenizer import Tokenizer, vocab_for
+from tests.helpers import num_carries
 
 
-def num_carries(problem):
-    return problem.operation.carries.count(problem.operands) if problem.operation.carries else None
-
-
-def evaluate(model, dataset, tokenizer, batch_size, device, precision):
-    return split_metrics(model, dataset, tokenizer, batch_size, device, precision)
 
 CPU = torch.device("cpu")
 
@@ -67,7 +62,7 @@ def test_metrics_on_a_known_case():
     # two wrong answers: one digit off ("47"), and one too short ("10" for "100")
     answers = {"1+2=": "3", "4+5=": "9", "12+34=": "47", "50+50=": "10", "7+13=": "20"}
     dataset = ArithmeticDataset(examples, tokenizer)
-    results = evaluate(TableModel(tokenizer, answers), dataset, tokenizer, batch_size=2,
+    results = split_metrics(TableModel(tokenizer, answers), dataset, tokenizer, batch_size=2,
                        device=torch.device("cpu"), precision=select_precision(torch.device("cpu")))
     assert results["exact_match"] == pytest.approx(3 / 5)
     # answer tokens (with <end>): 2 + 2 + 3 + 4 + 3 = 14; wrong: "7" of 47, and "<end>" where "0" was due
@@ -94,7 +89,7 @@ def test_breakdown_by_operation_cell_carries_and_scratchpad_steps():
     answers["58+67="] = answers["58+67="].replace("5+6+1=12", "5+6+1=11")  # a wrong step, a right answer
     answers["12*34="] = answers["12*34="][:-1] + "9"  # right steps, a wrong answer
     dataset = ArithmeticDataset(examples, tokenizer, metadata={"format": "scratchpad"})
-    results = evaluate(TableModel(tokenizer, answers, max_length=64), dataset, tokenizer, batch_size=3,
+    results = split_metrics(TableModel(tokenizer, answers, max_length=64), dataset, tokenizer, batch_size=3,
                        device=CPU, precision=select_precision(CPU))
     assert results["exact_match"] == 0.75  # the final answer decides, not the steps
     assert results["exact_match_by_operation"] == {"*": {"exact_match": 0.0, "count": 1},
@@ -127,7 +122,7 @@ def test_digit_places_of_reversed_and_padded_answers():
     answers["210-703="] = "-599"  # the hundreds digit wrong: 995 for 295
     answers["210*430="] = "80400"  # one padding zero short
     dataset = ArithmeticDataset(examples, tokenizer, metadata={"format": "padded-reversed-all"})
-    results = evaluate(TableModel(tokenizer, answers), dataset, tokenizer, batch_size=3, device=CPU,
+    results = split_metrics(TableModel(tokenizer, answers), dataset, tokenizer, batch_size=3, device=CPU,
                        precision=select_precision(CPU))
     places = results["digit_accuracy_by_place"]
     assert places["-"] == {"0": {"accuracy": 1.0, "count": 2}, "1": {"accuracy": 1.0, "count": 2},
@@ -149,7 +144,7 @@ def test_sign_accuracy_of_subtraction_counts_right_signs_of_final_answers(data_f
     answers[prompts[3]] = Problem("-", (40, 4)).answer_text(FORMATS[data_format], 3)
     answers[prompts[6]] = answers[prompts[6]].partition("</think>")[0] if "scratchpad" in data_format else ""  # none
     dataset = ArithmeticDataset(examples, tokenizer, metadata={"format": data_format})
-    results = evaluate(TableModel(tokenizer, answers, max_length=128), dataset, tokenizer, batch_size=8, device=CPU,
+    results = split_metrics(TableModel(tokenizer, answers, max_length=128), dataset, tokenizer, batch_size=8, device=CPU,
                        precision=select_precision(CPU))
     assert results["exact_match_by_operation"]["-"] == {"exact_match": 3 / 7, "count": 7}
     assert results["sign_accuracy_by_operation"] == {"-": {"accuracy": 4 / 7, "count": 7}}  # + has no sign

@@ -9,8 +9,9 @@ import pytest
 
 from math_llm.formats import FORMATS, PLAIN, data_format
 from math_llm.operations import OPERATIONS, operation
-from math_llm.problems import (Problem, answer_places, check_format_fits, final_answer, parse_prompt, split_example,
+from math_llm.problems import (Problem, answer_places, final_answer, parse_prompt, scratchpad_refusal, split_example,
                                written_steps)
+from tests.helpers import num_carries
 
 
 def answer_width(operator, num_operands, width):
@@ -19,11 +20,6 @@ def answer_width(operator, num_operands, width):
 
 def scratchpad_steps(problem, pairwise=False, width=None):
     return problem.operation.scratchpad(problem.operands, pairwise, width)
-
-
-def num_carries(problem):
-    carries = problem.operation.carries
-    return carries.count(problem.operands) if carries else None
 
 
 @pytest.mark.parametrize("data_format, addition, subtraction, multiplication", [
@@ -129,13 +125,14 @@ def test_a_zero_divisor_is_no_problem_and_an_unknown_operation_no_fall_through()
 
 @pytest.mark.parametrize("name", [name for name, fmt in FORMATS.items() if fmt.scratchpad])
 def test_formats_an_operation_has_no_meaning_in_are_refused(name):
-    with pytest.raises(ValueError, match=f"the '{name}' format writes scratchpad steps, and div \\(/\\) has none"):
-        check_format_fits(FORMATS[name], [OPERATIONS["/"]], 2)
+    assert scratchpad_refusal(FORMATS[name], OPERATIONS["/"], 2) == (
+        f"the '{name}' format writes scratchpad steps, and div (/) has none; choose a format without a scratchpad")
     with pytest.raises(ValueError, match=f"the '{name}' format writes scratchpad steps, and div"):
         Problem("/", (17, 5)).render(FORMATS[name])
-    with pytest.raises(ValueError, match=f"the '{name}' format writes steps for - with at most 2 operands"):
-        check_format_fits(FORMATS[name], [OPERATIONS["-"]], 3)
-    check_format_fits(FORMATS[name], [OPERATIONS["+"]], 5)
+    assert scratchpad_refusal(FORMATS[name], OPERATIONS["-"], 3).startswith(
+        f"the '{name}' format writes steps for - with at most 2 operands")
+    assert scratchpad_refusal(FORMATS[name], OPERATIONS["+"], 5) is None
+    assert scratchpad_refusal(FORMATS["padded-reversed"], OPERATIONS["/"], 2) is None
 
 
 SCRATCHPAD_FORMATS = [name for name, fmt in FORMATS.items() if fmt.scratchpad]

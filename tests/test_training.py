@@ -4,7 +4,6 @@ bad resumes, divergence, compilation, the running-sum probe."""
 
 import json
 import math
-import os
 import shutil
 import signal
 
@@ -20,13 +19,10 @@ from math_llm.probe import ProbedModel, add_running_sums
 from math_llm.tokenizer import Tokenizer
 from math_llm.batches import epoch_order, step_batches
 from math_llm.trainer import TrainConfig, improves_on_best, learning_rate_at
-from tests.helpers import interrupt_training, run_script, train_args
+from tests.helpers import final_weights, interrupt_training, run_script, train_args
 
 slow = pytest.mark.slow
 
-
-def final_weights(output_dir):
-    return torch.load(os.path.join(output_dir, "pytorch_model.bin"), weights_only=True)
 
 
 def assert_same_weights(first, second):
@@ -228,7 +224,7 @@ def test_running_sum_probe_learns_to_read_the_column_totals(tmp_path):
     write_splits(str(data_dir), generate_splits(config), config)
     trained = run_script("train.py", *train_args(data_dir, output_dir, "--running-sum-loss", 1), home=tmp_path)
     assert "running-sum probe: 1600 of 1600 training problems have running sums" in trained.stderr
-    trained = load_model(str(output_dir), torch.device("cpu"), None)
+    trained = load_model(str(output_dir), torch.device("cpu"))
     val = ArithmeticDataset.from_file(str(data_dir / "val.json"), trained.tokenizer)
     add_running_sums(val)
     inputs, targets, extra = val.batch(torch.arange(len(val)))

@@ -5,6 +5,7 @@ captured and restored.
 Everything is stored as tensors and primitives, so `torch.load(weights_only=True)` reads it and no file can run code.
 """
 
+import logging
 import math
 import os
 import random
@@ -29,6 +30,7 @@ BEST_MODEL = "best_model.pt"
 MODEL_KEYS = {"format_version", "train_config", "vocab", "data_format", "operand_width", "data_config", "model",
               "probe"}
 TRAINING_KEYS = MODEL_KEYS | {"state", "train_data_fingerprint", "precision", "optimizer", "scaler", "rng"}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,16 +100,20 @@ def load_checkpoint(path, required=MODEL_KEYS):
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: not a Math LLM checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
     version = checkpoint.get("format_version")
+    if version is None and not {"model", "train_config", "model_config"} & checkpoint.keys():
+        raise CheckpointError(f"{path}: not a Math LLM checkpoint (a dict of {len(checkpoint)} entries without configs, "
+                              f"such as the weights alone of pytorch_model.bin; give best_model.pt or checkpoint-N.pt)")
     if version != FORMAT_VERSION:
-        written_by = "an older version of Math LLM" if version is None or version < FORMAT_VERSION else "a newer one"
-        raise CheckpointError(f"{path}: checkpoint format {version}, written by {written_by}; this code reads format "
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise CheckpointError(f"{path}: checkpoint format {version!r}, written by "
+                              f"{'a newer' if newer else 'an older'} version of Math LLM; this code reads format "
                               f"{FORMAT_VERSION} (use the version that wrote it, or train again)")
     if missing := required - checkpoint.keys():
         raise CheckpointError(f"{path}: not a Math LLM checkpoint (no {', '.join(sorted(missing))} inside)")
     return checkpoint
 
 
-def load_latest_checkpoint(output_dir, log):
+def load_latest_checkpoint(output_dir):
     """The newest readable training checkpoint as (checkpoint, path), skipping unreadable ones with a warning; None
     if there are none. If every one is unreadable, that is an error: starting over would overwrite the run."""
     checkpoints = list_checkpoints(output_dir)
@@ -122,11 +128,11 @@ def load_latest_checkpoint(output_dir, log):
     return None
 
 
-def load_model(path, device, log):
+def load_model(path, device):
     """The TrainedModel, in eval mode, of best_model.pt, a checkpoint-N.pt, or an output dir (its
     best_model.pt, else its newest readable checkpoint)."""
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, BEST_MODEL)):
-        found = load_latest_checkpoint(path, log)
+        found = load_latest_checkpoint(path)
         if found is None:
             raise CheckpointError(f"{path}: no {BEST_MODEL} or checkpoint-N.pt in this directory")
         checkpoint, path = found
@@ -150,7 +156,7 @@ def load_model(path, device, log):
                               f"({str(error).splitlines()[0]})") from None
 
 
-def check_resumable(checkpoint, source, train_dataset, fingerprint, precision, log):
+def check_resumable(checkpoint, source, train_dataset, fingerprint, precision):
     """A resumed run must read the training data it started with (same examples, same order; `fingerprint` is the
     data's at hand), or its position in it is lost; another precision is a warning."""
     if checkpoint["train_data_fingerprint"] != fingerprint:
@@ -161,7 +167,7 @@ def check_resumable(checkpoint, source, train_dataset, fingerprint, precision, l
                     f"continues, but will not match an uninterrupted run exactly")
 
 
-def restore_training(checkpoint, source, trained, optimizer, scaler, ranks, seed, log):
+def restore_training(checkpoint, source, trained, optimizer, scaler, ranks, seed):
     """The TrainingState of a training checkpoint, after restoring from it the model and its probe, the optimizer,
     the scaler and this rank's RNG."""
     try:
@@ -175,11 +181,11 @@ def restore_training(checkpoint, source, trained, optimizer, scaler, ranks, seed
     if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state
         scaler.load_state_dict(checkpoint["scaler"])
     state = TrainingState(**checkpoint["state"])
-    restore_rng(checkpoint["rng"], ranks, source, seed + state.step, log)
+    restore_rng(checkpoint["rng"], ranks, source, seed + state.step)
     return state
 
 
-def restore_rng(saved, ranks, source, fallback_seed, log):
+def restore_rng(saved, ranks, source, fallback_seed):
     """Each rank takes back its own RNG state; with another number of processes than saved, fresh seeds (the data
     order does not depend on them, only dropout does)."""
     if len(saved) == ranks.world_size:

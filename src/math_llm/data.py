@@ -20,6 +20,7 @@ from math_llm.errors import ConfigError, DataError
 from math_llm.files import atomic_open
 from math_llm.formats import data_format
 from math_llm.model import IGNORE_INDEX
+from math_llm.operations import OPERATION_NAMES, operation
 from math_llm.problems import parse_prompt, prompt_operator, split_example
 from math_llm.tokenizer import Tokenizer, TokenizerError, vocab_for
 
@@ -67,6 +68,8 @@ def read_split(path):
     metadata = metadata if isinstance(metadata, dict) else {}
     try:
         data_format(metadata.get("format", "plain"))
+        if isinstance(metadata.get("operations"), str):  # as written by generation (older files held a list)
+            [operation(OPERATION_NAMES.get(name, name)) for name in metadata["operations"].split(",")]
     except ValueError as error:
         raise DataError(f"{path}: {error}") from None
     return examples, metadata, text
@@ -120,7 +123,7 @@ def write_dataset(data_dir, config):
         raise ConfigError(f"--test-only: {data_dir} already holds {' and '.join(stale)}; write the test file "
                           f"to a directory of its own")
     start = time.perf_counter()
-    splits = generate_splits(config, log)
+    splits = generate_splits(config)
     write_splits(data_dir, splits, config)
     log.info(f"generated {sum(map(len, splits.values()))} distinct problems in {time.perf_counter() - start:.1f} s")
     for split, examples in splits.items():

@@ -3,6 +3,7 @@ and operand lengths, or as --sampling says), shuffled into disjoint train/val/te
 """
 
 import itertools
+import logging
 import math
 import random
 from collections import Counter
@@ -12,10 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from math_llm.errors import ConfigError
-from math_llm.flags import option
+from math_llm.flags import choice_problems, option
 from math_llm.formats import FORMATS, data_format
 from math_llm.operations import OPERATION_NAMES, OPERATIONS, operation
-from math_llm.problems import Problem, cell_sort_key, check_format_fits, parse_prompt, split_example
+from math_llm.problems import Problem, cell_sort_key, parse_prompt, scratchpad_refusal, split_example
 
 MAX_SUPPORTED_DIGITS = 1000  # far below Python's 4300-digit limit on int <-> str; products have twice as many
 INT64_MAX = 2 ** 63 - 1  # operands up to this are sampled with numpy, longer ones as Python ints
@@ -33,6 +34,7 @@ SAMPLINGS = {
                        "digit products of a multiplication: 5x5 gets 25 times the share of 1x1), so the long "
                        "problems that take longest to learn are common and short ones still present",
 }
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,8 +77,8 @@ class DataConfig:
         if not 1 <= self.min_digits <= self.max_digits:
             raise ConfigError(f"--min-digits must be between 1 and --max-digits ({self.max_digits}), "
                               f"got {self.min_digits}")
-        if self.format not in FORMATS:
-            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if problems := choice_problems(self):
+            raise ConfigError("; ".join(problems))
         operators = self.operators
         if not operators or len(set(operators)) != len(operators) or not set(operators) <= OPERATIONS.keys():
             raise ConfigError(f"--operations must be a comma-separated subset of {','.join(OPERATIONS)} (or "
@@ -92,17 +94,17 @@ class DataConfig:
                                   f"operation of --operations {self.operations}, got {self.operation_weights!r}")
         if self.max_operands < 2:
             raise ConfigError(f"--max-operands must be at least 2, got {self.max_operands}")
-        if self.sampling not in SAMPLINGS:
-            raise ConfigError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         without_carries = [op.symbol for op in self.operation_list if op.carries is None]
         if self.sampling == "carry-balanced" and (self.max_operands > 2 or without_carries):
             raise ConfigError(f"--sampling carry-balanced counts the carries (borrows) of problems with two operands"
                               f"{'; ' + ' '.join(without_carries) + ' has none' if without_carries else ''}: use "
                               f"--max-operands 2 and operations with carries (+ -)")
-        try:
-            check_format_fits(self.data_format, self.operation_list, self.max_operands)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        for op in self.operation_list:
+            if op.max_operands is not None and self.max_operands > op.max_operands:
+                raise ConfigError(f"{op.name} ({op.symbol}) takes at most {op.max_operands} operands; use "
+                                  f"--max-operands {op.max_operands}")
+            if refusal := scratchpad_refusal(self.data_format, op, self.max_operands):
+                raise ConfigError(refusal)
 
     @property
     def operators(self):
@@ -310,16 +312,15 @@ def group_capacity(config, op, num_operands):
                      for position in range(num_operands))
 
 
-def generate_splits(config, log=None):
+def generate_splits(config):
     """Distinct problems, balanced over operations (or in the shares of operation_weights), numbers of operands and
     (by default) operand lengths, shuffled into disjoint train/val/test lists (or all into test, with test_only)."""
     groups = [(op, num_operands) for op in config.operation_list for num_operands in range(2, config.max_operands + 1)]
     capacities = [group_capacity(config, op, num_operands) for op, num_operands in groups]
     num_examples = config.num_examples
     if num_examples > sum(capacities):
-        if log:
-            log.warning(f"asked for {num_examples} examples but only {sum(capacities)} distinct problems exist with "
-                        f"these settings; generating all of them (no problem is repeated)")
+        log.warning(f"asked for {num_examples} examples but only {sum(capacities)} distinct problems exist with these "
+                    f"settings; generating all of them (no problem is repeated)")
         num_examples = sum(capacities)
 
     if config.operation_weights is None:
@@ -331,7 +332,7 @@ def generate_splits(config, log=None):
         for (op, _), quota in zip(groups, quotas):
             given[op.symbol] += quota
         left_out = [symbol for symbol in config.operators if not given[symbol]]
-        if left_out and log:
+        if left_out:
             log.warning(f"--operation-weights leave {', '.join(left_out)} without a single problem")
     rng = np.random.default_rng(config.seed)
     problems = []

@@ -13,11 +13,11 @@ from math_llm.data import SPLITS, ArithmeticDataset, split_path
 from math_llm.edge_cases import edge_case_datasets
 from math_llm.errors import ConfigError
 from math_llm.files import write_json
-from math_llm.flags import option
+from math_llm.flags import choice_problems, option
 from math_llm.metrics import edge_case_metrics, split_metrics
 from math_llm.plots import save_grid_heatmap, save_length_plot
-from math_llm.probe import add_running_sums, pooled_rmse, running_sum_readout
-from math_llm.runtime import precision_flag_problems, select_device, select_precision
+from math_llm.probe import TARGET_NAME, add_running_sums, pooled_rmse, running_sum_readout
+from math_llm.runtime import DEVICES, precision_flag_problems, select_device, select_precision
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class EvalConfig:
     checkpoint: str = option("checkpoints/best_model.pt", "best_model.pt, a checkpoint-N.pt, or an output dir (its "
-                                                          "best_model.pt)")
+                                                          "best_model.pt, else its newest readable checkpoint)")
     data_dir: str = option("data", "directory with the split files")
     split: str = option("test", "which split of --data-dir to evaluate", choices=SPLITS)
     data_path: str | None = option(None, "evaluate this JSON file instead of a split")
     batch_size: int = option(256, "evaluation batch size")
-    device: str = option("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
+    device: str = option("auto", "auto picks CUDA when present", choices=DEVICES)
     fp16: bool = option(False, "evaluate under fp16 autocast on CUDA, bf16 autocast on CPU")
     bf16: bool = option(False, "evaluate under bf16 autocast")
     num_mistakes: int = option(10, "wrong answers to print")
@@ -40,7 +40,7 @@ class EvalConfig:
                                            "<name>_heatmap.png")
 
     def __post_init__(self):
-        problems = precision_flag_problems(self.fp16, self.bf16)
+        problems = precision_flag_problems(self.fp16, self.bf16) + choice_problems(self)
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.num_mistakes < 0:
@@ -51,18 +51,19 @@ class EvalConfig:
 
 def evaluate(trained, dataset, edge_sets, batch_size, device, precision, num_mistakes=5):
     """The results of `trained` (a TrainedModel) on `dataset`: its metrics, those of its edge cases (`edge_sets`,
-    from edge_case_datasets) and, for a model with a running-sum probe, how well the probe reads; and the seconds
-    it all took."""
+    from edge_case_datasets) and, for a model with a running-sum probe, how well the probe reads; the seconds it
+    all took; what was evaluated on what."""
     start = time.perf_counter()
     model, tokenizer = trained.model, trained.tokenizer
     results = split_metrics(model, dataset, tokenizer, batch_size, device, precision, num_mistakes)
     if edge_sets:
         results["edge_cases"] = edge_case_metrics(model, edge_sets, tokenizer, batch_size, device, precision,
                                                   num_mistakes)
-    if trained.probe is not None and "running_sums" in dataset.extra_targets:
+    if trained.probe is not None and TARGET_NAME in dataset.extra_targets:
         results["running_sum_probe"] = running_sum_readout(model, trained.probe, dataset, batch_size, device,
                                                            precision)
-    results["seconds"] = time.perf_counter() - start
+    results.update(seconds=time.perf_counter() - start, checkpoint=trained.source, data_path=dataset.source,
+                   pos_encoding=trained.model.config.pos_encoding, trained_lengths=trained.trained_lengths)
     return results
 
 
@@ -73,7 +74,7 @@ def summary_line(results, name):
             f"loss {results['loss']:.4f}{probe} ({results['num_examples']} problems in {results['seconds']:.2f} s)")
 
 
-def publish(results, name, output_file, heatmap_file, title, length_plot_file=None, trained_lengths=None):
+def publish(results, name, output_file, heatmap_file, title, length_plot_file=None):
     """Logs the results (the totals, then log_report) and writes them: as JSON, their heatmap of exact match by
     operand lengths (where they have two-operand cells) and, given a file for it, their exact match by length (where
     they have several lengths, the training lengths shaded). Returns the images written."""
@@ -84,7 +85,8 @@ def publish(results, name, output_file, heatmap_file, title, length_plot_file=No
     if save_grid_heatmap(results["exact_match_by_operation_and_operand_digits"], heatmap_file, title):
         images.append(heatmap_file)
     if length_plot_file and len(results["exact_match_by_length"]) > 1:
-        save_length_plot({title: results["exact_match_by_length"]}, length_plot_file, title, trained_lengths)
+        save_length_plot({results["checkpoint"]: results["exact_match_by_length"]}, length_plot_file,
+                         f"{results['pos_encoding']} positions on {name}", results["trained_lengths"])
         images.append(length_plot_file)
     return images
 
@@ -93,7 +95,7 @@ def evaluate_checkpoint(config):
     """What evaluate.py does: load the model, read and check the data, evaluate, report, write the files. Returns
     the results."""
     device = select_device(config.device)
-    trained = load_model(config.checkpoint, device, log)
+    trained = load_model(config.checkpoint, device)
     data_path = config.data_path or split_path(config.data_dir, config.split)
     dataset = ArithmeticDataset.from_file(data_path, trained.tokenizer)
     trained.check_datasets(dataset)
@@ -104,14 +106,12 @@ def evaluate_checkpoint(config):
     edge_sets = edge_case_datasets(dataset, trained.tokenizer, trained.model) if config.edge_cases else {}
     precision = select_precision(device, config.fp16, config.bf16)
     results = evaluate(trained, dataset, edge_sets, config.batch_size, device, precision, config.num_mistakes)
-    results.update(checkpoint=trained.source, data_path=data_path, pos_encoding=trained.model.config.pos_encoding,
-                   trained_lengths=trained.trained_lengths)
 
     name = os.path.splitext(os.path.basename(data_path))[0]
     output_file = config.output_file or os.path.join(os.path.dirname(trained.source), f"eval_{name}.json")
     stem = os.path.splitext(output_file)[0]
     images = publish(results, name, output_file, stem + "_heatmap.png", f"{trained.source} on {data_path}",
-                     stem + "_by_length.png", results["trained_lengths"])
+                     stem + "_by_length.png")
     log.info(f"results written to {output_file}" + "".join(f"; {image}" for image in images))
     return results
 

@@ -19,6 +19,14 @@ def option(default, help, *, choices=None, group=None, resumable=False):
                                                         "resumable": resumable})
 
 
+def choice_problems(config):
+    """The rule of every field with choices, for the config's __post_init__ (argparse checks flags against the same
+    choices, but a config is also built in code and from saved JSON)."""
+    return [f"{flag_name(field)} must be one of {', '.join(field.metadata['choices'])}, got "
+            f"{getattr(config, field.name)!r}" for field in dataclasses.fields(config)
+            if field.metadata.get("choices") is not None and getattr(config, field.name) not in field.metadata["choices"]]
+
+
 def nested(config_class, group):
     """A field holding another config, whose flags join the command line under `group`."""
     return dataclasses.field(default_factory=config_class, metadata={"group": group})

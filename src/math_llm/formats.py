@@ -17,6 +17,11 @@ class DataFormat:
     reverse_operands: bool = False  # operand digits too, so that digit i of every number is at the same offset
     scratchpad: str | None = None  # one of SCRATCHPADS: steps between <think> and </think> before the answer
 
+    def __post_init__(self):
+        if self.padding not in PADDINGS or self.scratchpad not in SCRATCHPADS:
+            raise ValueError(f"format {self.name!r}: padding must be one of {PADDINGS} and scratchpad one of "
+                             f"{SCRATCHPADS}")
+
     @property
     def fixed_width(self):
         """Operands padded to one width for the whole dataset: the model learns that width."""

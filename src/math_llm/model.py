@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from math_llm.errors import ConfigError
-from math_llm.flags import option
+from math_llm.flags import choice_problems, option
 
 IGNORE_INDEX = -100  # targets the loss skips (the data marks prompt tokens and padding with it)
 POS_ENCODINGS = {
@@ -59,8 +59,8 @@ class ModelConfig:
     sign_id: int = -1  # abacus: a sign right after the answer start shares its place ("-")
 
     def __post_init__(self):
-        if self.model_size not in MODEL_SIZES:
-            raise ConfigError(f"--model-size must be one of {', '.join(MODEL_SIZES)}, got {self.model_size!r}")
+        if problems := choice_problems(self):  # the size's shape and the rules below need valid choices
+            raise ConfigError("; ".join(problems))
         for name, value in MODEL_SIZES[self.model_size].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -72,8 +72,6 @@ class ModelConfig:
             problems.append(f"--hidden-size {self.hidden_size} is not divisible by --num-heads {self.num_heads}")
         if not 0 <= self.dropout < 1:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.pos_encoding not in POS_ENCODINGS:
-            problems.append(f"--pos-encoding must be one of {', '.join(POS_ENCODINGS)}, got {self.pos_encoding!r}")
         if self.digit_positions < 2:
             problems.append(f"--digit-positions must be at least 2, got {self.digit_positions}")
         if not self.place_bias and self.pos_encoding != "abacus":
@@ -300,8 +298,8 @@ class Transformer(nn.Module):
         this model cannot read. In chunks: a training split may be large."""
         device = self.token_embedding.weight.device
         for start in range(0, len(tokens), rows_per_chunk):
-            rows = tokens[start:start + rows_per_chunk].to(device)
-            highest = (self.digit_places(rows).amax(dim=1) if self.config.pos_encoding == "abacus"
+            rows = tokens[start:start + rows_per_chunk]
+            highest = (self.digit_places(rows.to(device)).amax(dim=1) if self.config.pos_encoding == "abacus"
                        else torch.zeros(len(rows), dtype=torch.long))
             for index, (length, place) in enumerate(zip(lengths[start:start + len(rows)].tolist(), highest.tolist())):
                 if reason := self.reading_error(length, place):

@@ -56,40 +56,42 @@ class Problem:
         return f"{self.operator.join(operands)}={self.answer_text(data_format, width)}{END_TOKEN}"
 
     def padded_width(self, data_format, width=None):
-        if data_format.padding == "longest" or (data_format.padding == "width" and not width):
+        """The digits each operand is written with: None where the format does not pad."""
+        if data_format.padding == "longest" or (data_format.fixed_width and not width):
             return max(self.operand_digits)
-        return width if data_format.padding == "width" else None
+        return width if data_format.fixed_width else None
 
     def answer_text(self, data_format=PLAIN, width=None):
         width = self.padded_width(data_format, width)
-        widths = self.operation.answer_widths(len(self.operands), width) if width else (0,) * 2
+        numbers = self.answer_numbers
+        widths = self.operation.answer_widths(len(self.operands), width) if width else (0,) * len(numbers)
         parts = []
-        for number, part_width in zip(self.answer_numbers, widths):
+        for number, part_width in zip(numbers, widths):
             digits = str(abs(number)).zfill(part_width)
             parts.append(("-" if number < 0 else "") + (digits[::-1] if data_format.reverse_answer else digits))
         answer = ANSWER_SEPARATOR.join(parts)
         if not data_format.scratchpad:
             return answer
-        check_format_fits(data_format, [self.operation], len(self.operands))
+        if refusal := scratchpad_refusal(data_format, self.operation, len(self.operands)):
+            raise ValueError(refusal)
         steps = self.operation.scratchpad(self.operands, data_format.scratchpad == "pairwise",
                                           width if data_format.fixed_width else None)
         return f"{THINK_START}{' '.join(steps)}{THINK_END}{answer}"
 
 
-def check_format_fits(data_format, operations, max_operands):
-    """A ValueError if problems of these operations with up to `max_operands` operands cannot be written in the
-    format (or at all)."""
-    for op in operations:
-        if op.max_operands is not None and max_operands > op.max_operands:
-            raise ValueError(f"{op.name} ({op.symbol}) takes at most {op.max_operands} operands; use --max-operands "
-                             f"{op.max_operands}")
-        if data_format.scratchpad and op.scratchpad is None:
-            raise ValueError(f"the {data_format.name!r} format writes scratchpad steps, and {op.name} ({op.symbol}) "
-                             f"has none; choose a format without a scratchpad")
-        limit = op.scratchpad_max_operands
-        if data_format.scratchpad and limit is not None and max_operands > limit:
-            raise ValueError(f"the {data_format.name!r} format writes steps for {op.symbol} with at most {limit} "
-                             f"operands; use --max-operands {limit}")
+def scratchpad_refusal(data_format, op, num_operands):
+    """Why the format cannot write the steps of `op` with `num_operands` operands (it has none, or for fewer
+    operands), or None: also None for formats without a scratchpad."""
+    if not data_format.scratchpad:
+        return None
+    if op.scratchpad is None:
+        return (f"the {data_format.name!r} format writes scratchpad steps, and {op.name} ({op.symbol}) has none; "
+                f"choose a format without a scratchpad")
+    limit = op.scratchpad_max_operands
+    if limit is not None and num_operands > limit:
+        return (f"the {data_format.name!r} format writes steps for {op.symbol} with at most {limit} operands; use "
+                f"--max-operands {limit}")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

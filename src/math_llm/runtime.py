@@ -9,6 +9,7 @@ import torch
 from math_llm.errors import ConfigError
 
 log = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when present
 
 
 @dataclass

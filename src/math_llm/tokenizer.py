@@ -7,13 +7,14 @@ with its own: the seed's addition data gives exactly the seed's 13 tokens, in th
 import re
 
 from math_llm.errors import UserError
+from math_llm.operations import ANSWER_SEPARATOR
 
 DEFAULT_VOCAB = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "+", "=", "<end>"]
 END_TOKEN = "<end>"
 THINK_START, THINK_END = "<think>", "</think>"  # around the scratchpad's steps
 # What other data may use, in the order added (a vocabulary keeps this order, so the ids of older ones never change):
 # signs and operators, the scratchpad's separator and its markers, division and its remainder's separator
-EXTRA_TOKENS = ["-", "*", " ", THINK_START, THINK_END, "/", "r"]
+EXTRA_TOKENS = ["-", "*", " ", THINK_START, THINK_END, "/", ANSWER_SEPARATOR]
 DIGITS = "0123456789"
 
 

@@ -28,10 +28,10 @@ from math_llm.edge_cases import edge_case_datasets
 from math_llm.errors import ConfigError, TrainingDiverged
 from math_llm.evaluation import evaluate, publish, scalar_metrics, summary_line
 from math_llm.files import write_json
-from math_llm.flags import config_from_dict, nested, option, resume_config
+from math_llm.flags import choice_problems, config_from_dict, nested, option, resume_config
 from math_llm.model import ModelConfig, Transformer
 from math_llm.probe import ProbedModel, RunningSumProbe, add_running_sums
-from math_llm.runtime import autocast, precision_flag_problems, select_precision, synchronize
+from math_llm.runtime import DEVICES, autocast, precision_flag_problems, select_precision, synchronize
 from math_llm.tokenizer import Tokenizer
 from math_llm.tracking import start_tracking
 from math_llm.trained_model import TrainedModel
@@ -84,7 +84,7 @@ class TrainConfig:
                            group=SYSTEM, resumable=True)
     wandb: bool = option(True, "disable Weights & Biases logging", group=SYSTEM, resumable=True)
     wandb_project: str = option("math-llm", "W&B project name", group=SYSTEM, resumable=True)
-    device: str = option("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"), group=SYSTEM,
+    device: str = option("auto", "auto picks CUDA when present", choices=DEVICES, group=SYSTEM,
                          resumable=True)
     seed: int = option(42, "random seed for init, batch order and default data", group=SYSTEM)
 
@@ -100,7 +100,7 @@ class TrainConfig:
         if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
                             "--warmup-steps not negative")
-        problems += precision_flag_problems(self.fp16, self.bf16)
+        problems += precision_flag_problems(self.fp16, self.bf16) + choice_problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -252,7 +252,7 @@ def resumed_run(config, explicit_flags):
     """(config, newest checkpoint or None, its path): the run already in config.output_dir takes its saved config,
     changed only by the explicit flags that may change on resume; a run stopped before its first checkpoint restarts
     with its own config."""
-    checkpoint, source = ckpt.load_latest_checkpoint(config.output_dir, log) or (None, None)
+    checkpoint, source = ckpt.load_latest_checkpoint(config.output_dir) or (None, None)
     config_path = os.path.join(config.output_dir, TRAINING_CONFIG_FILE)
     if checkpoint:
         saved = checkpoint["train_config"]
@@ -262,7 +262,7 @@ def resumed_run(config, explicit_flags):
             saved = json.load(f)["train_config"]
     else:
         return config, None, None
-    saved = config_from_dict(TrainConfig, saved, source)
+    saved = replace(config_from_dict(TrainConfig, saved, source), output_dir=config.output_dir)  # moved runs too
     return resume_config(config, explicit_flags, saved, source), checkpoint, source
 
 
@@ -403,12 +403,13 @@ def test_best_model(config, trained, dataset, edge_sets, device, ranks, tracker)
     training precision (val ran under it, for speed): the figures evaluate.py reports by default, and a bf16 model
     can score higher in fp32."""
     barrier()  # best_model.pt is complete before any rank reads it
-    best = ckpt.load_checkpoint(os.path.join(config.output_dir, ckpt.BEST_MODEL))
+    best_path = os.path.join(config.output_dir, ckpt.BEST_MODEL)
+    best = ckpt.load_checkpoint(best_path)
     trained.model.load_state_dict(best["model"])
     if trained.probe is not None:
         trained.probe.load_state_dict(best["probe"])
     results = evaluate(trained, dataset, edge_sets, config.eval_batch_size, device, select_precision(device))
-    results.update(model_file=ckpt.BEST_MODEL, model_step=best["step"])
+    results.update(checkpoint=best_path, model_step=best["step"])
     if ranks.is_main:
         images = publish(results, "test", os.path.join(config.output_dir, TEST_RESULTS_FILE),
                          os.path.join(config.output_dir, TEST_HEATMAP_FILE),
@@ -465,8 +466,8 @@ def train(config, explicit_flags=frozenset()):
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
     state = ckpt.TrainingState()
     if checkpoint:
-        ckpt.check_resumable(checkpoint, source, datasets["train"], fingerprint, precision.description, log)
-        state = ckpt.restore_training(checkpoint, source, trained, optimizer, scaler, ranks, config.seed, log)
+        ckpt.check_resumable(checkpoint, source, datasets["train"], fingerprint, precision.description)
+        state = ckpt.restore_training(checkpoint, source, trained, optimizer, scaler, ranks, config.seed)
     total_steps = state.step + steps_remaining(state.examples_seen, num_train, config.num_epochs, examples_per_step)
     if checkpoint:
         log.info(f"resuming {source} at step {state.step}/{total_steps} (example {state.examples_seen % num_train} "
@@ -481,7 +482,9 @@ def train(config, explicit_flags=frozenset()):
             return json.load(f)
     if ranks.is_main:
         write_training_config(config, trained, ranks, num_train, examples_per_step, total_steps)
-    log.info(f"model {config.model.model_size}: {trained.model.num_parameters():,} parameters | {config.num_epochs} "
+    shape = config.model
+    log.info(f"model {shape.model_size} ({shape.num_layers} layers, width {shape.hidden_size}, {shape.num_heads} heads, "
+             f"feed-forward {shape.ffn_size}): {trained.model.num_parameters():,} parameters | {config.num_epochs} "
              f"epochs x {math.ceil(num_train / examples_per_step)} steps of global batch {examples_per_step} "
              f"({config.batch_size} per process x {ranks.world_size} processes x {config.gradient_accumulation_steps} "
              f"accumulation steps) = {total_steps} steps | device {device} | precision {precision.description}"
