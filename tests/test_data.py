@@ -338,3 +338,12 @@ def test_division_never_draws_a_zero_divisor_and_counts_what_exists():
         sampled = all_problems(generate_splits(DataConfig(num_examples=500, max_digits=2, operations="/",
                                                           sampling=sampling, seed=3)))
         assert len(set(sampled)) == 500 and all(problem.operands[1] > 0 for problem in sampled)
+
+
+def test_an_unknown_operation_in_a_files_metadata_is_a_clear_error(tmp_path):
+    path = tmp_path / "test.json"
+    path.write_text('{"metadata": {"operations": "+,x"}, "examples": ["1+1=2<end>"]}')
+    with pytest.raises(DataError, match="test.json: unknown operation 'x'"):
+        read_split(str(path))
+    path.write_text('{"metadata": {"operations": "add,div"}, "examples": ["1+1=2<end>"]}')
+    assert read_split(str(path))[1]["operations"] == "add,div"  # names are read as the flag reads them

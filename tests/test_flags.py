@@ -74,3 +74,10 @@ def test_a_saved_config_reads_back_and_a_damaged_one_names_its_file():
         config_from_dict(TrainConfig, {"colour": "red"}, "x.json")
     with pytest.raises(ConfigError, match="x.json: expected the settings of ModelConfig as an object, got list"):
         config_from_dict(TrainConfig, {"model": [1]}, "x.json")
+
+
+def test_a_config_built_in_code_is_checked_against_the_choices_of_its_flags():
+    with pytest.raises(ConfigError, match="--device must be one of auto, cpu, cuda, got 'gpu'"):
+        TrainConfig(device="gpu")
+    with pytest.raises(ConfigError, match="--split must be one of train, val, test, got 'dev'"):
+        EvalConfig(split="dev")

@@ -4,6 +4,7 @@ bad resumes, divergence, compilation, the running-sum probe."""
 
 import json
 import math
+from dataclasses import asdict
 import shutil
 import signal
 
@@ -18,7 +19,7 @@ from math_llm.model import IGNORE_INDEX
 from math_llm.probe import ProbedModel, add_running_sums
 from math_llm.tokenizer import Tokenizer
 from math_llm.batches import epoch_order, step_batches
-from math_llm.trainer import TrainConfig, improves_on_best, learning_rate_at
+from math_llm.trainer import TrainConfig, improves_on_best, learning_rate_at, resumed_run
 from tests.helpers import final_weights, interrupt_training, run_script, train_args
 
 slow = pytest.mark.slow
@@ -260,3 +261,11 @@ def test_running_sum_loss_without_multiplication_is_a_clear_error(data_dir, tmp_
                         home=tmp_path, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "train.json has no problems with running sums (two-operand multiplication)" in result.stderr
+
+
+def test_a_run_resumes_in_the_directory_it_is_found_in_whatever_its_saved_config_says(tmp_path):
+    saved = TrainConfig(learning_rate=3e-3, output_dir="where/it/was/trained")
+    (tmp_path / "training_config.json").write_text(json.dumps({"train_config": asdict(saved)}))
+    config, checkpoint, source = resumed_run(TrainConfig(output_dir=str(tmp_path)), frozenset())
+    assert (config.output_dir, config.learning_rate, checkpoint) == (str(tmp_path), 3e-3, None)
+    assert source == str(tmp_path / "training_config.json")
