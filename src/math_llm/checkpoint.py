@@ -156,12 +156,12 @@ def load_model(path, device):
                               f"({str(error).splitlines()[0]})") from None
 
 
-def check_resumable(checkpoint, source, train_dataset, fingerprint, precision):
-    """A resumed run must read the training data it started with (same examples, same order; `fingerprint` is the
-    data's at hand), or its position in it is lost; another precision is a warning."""
+def check_resumable(checkpoint, source, train_path, fingerprint, precision):
+    """A resumed run must read the training data it started with (same examples, same order; `fingerprint` is that
+    of the data at `train_path`), or its position in it is lost; another precision is a warning."""
     if checkpoint["train_data_fingerprint"] != fingerprint:
-        raise ConfigError(f"{source}: {train_dataset.source} changed since this run started, so its position in the "
-                          f"data is lost; restore that data or use a new --output-dir")
+        raise ConfigError(f"{source}: {train_path} changed since this run started, so its position in the data is "
+                          f"lost; restore that data or use a new --output-dir")
     if checkpoint["precision"] != precision:
         log.warning(f"{source} was trained with {checkpoint['precision']} and resumes with {precision}: it "
                     f"continues, but will not match an uninterrupted run exactly")

@@ -466,7 +466,7 @@ def train(config, explicit_flags=frozenset()):
     examples_per_step = config.batch_size * ranks.world_size * config.gradient_accumulation_steps
     state = ckpt.TrainingState()
     if checkpoint:
-        ckpt.check_resumable(checkpoint, source, datasets["train"], fingerprint, precision.description)
+        ckpt.check_resumable(checkpoint, source, datasets["train"].source, fingerprint, precision.description)
         state = ckpt.restore_training(checkpoint, source, trained, optimizer, scaler, ranks, config.seed)
     total_steps = state.step + steps_remaining(state.examples_seen, num_train, config.num_epochs, examples_per_step)
     if checkpoint:
