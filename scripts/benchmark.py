@@ -33,7 +33,7 @@ from math_llm.trainer import TrainConfig
 log = logging.getLogger("math_llm.benchmark")
 log.setLevel(logging.INFO)  # also while the package's other loggers are quietened
 PARTS = ("training", "data", "padding", "time-to-accuracy", "evaluation", "data-parallel")
-# The fastest configuration found for 2-digit addition on the 2-core CPU (README, Speed): the time-to-99% row.
+# The fastest configuration found for 2-digit addition on the 2-core CPU (docs/speed.md; recipes/fastest.yaml): the time-to-99% row.
 FASTEST_FORMAT = "padded-reversed"
 FASTEST_MODEL = "tiny"
 FASTEST_CONFIG = dict(batch_size=64, learning_rate=3e-3, warmup_steps=50, num_epochs=12, eval_steps=50,

@@ -1,6 +1,7 @@
 """Train a Math LLM model, or resume the run already in --output-dir.
 
     python scripts/train.py [--model-size small] [--output-dir checkpoints] ...
+    python scripts/train.py --config recipes/add10.yaml [--learning-rate 1e-3 ...]   # a recipe's training section
     torchrun --nproc_per_node 8 scripts/train.py ...     # data-parallel, same flags
 """
 
@@ -13,21 +14,32 @@ from math_llm.cli import run_main
 from math_llm.distributed import run_process
 from math_llm.flags import add_flags, parse_config
 from math_llm.logging_setup import setup_logging
+from math_llm.recipes import in_recipe_dirs, load_recipe
 from math_llm.trainer import TrainConfig, train
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="RECIPE", help="a recipe file: its train section sets these flags, which "
+                        "the command line overrides; its data (and selection set) is generated into data/<dataset> "
+                        "(data/<dataset>/seed-<seed> where each seed has its own data) and the run goes to "
+                        "checkpoints/<recipe>/seed-<seed>, unless --data-dir, --selection-data or --output-dir say "
+                        "otherwise. scripts/run_recipe.py also evaluates its extra sets")
     return add_flags(parser, TrainConfig)
 
 
 def main():
-    config, _, explicit_flags = parse_config(build_parser(), TrainConfig, sys.argv[1:])
+    argv, parser = sys.argv[1:], build_parser()
+    recipe = load_recipe(path) if (path := parser.parse_args(argv).config) else None
+    config, _, explicit_flags = parse_config(parser, TrainConfig, argv, recipe and recipe.train)
+    prepare = None
+    if recipe:
+        config, prepare = in_recipe_dirs(recipe, config, explicit_flags)
     if int(os.environ.get("RANK", "0")) == 0:
         setup_logging(os.path.join(config.output_dir, "logs", "training.log"))
     else:  # under torchrun, the other ranks only warn; rank 0 writes the log
         setup_logging(level=logging.WARNING)
-    run_process(train, config, explicit_flags)
+    run_process(train, config, explicit_flags, prepare)
 
 
 if __name__ == "__main__":

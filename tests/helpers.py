@@ -24,10 +24,10 @@ def check_slow_test():
     assert SLOW_TEST["running"], "a test that starts a process must be marked slow (pytest.mark.slow)"
 
 
-def run_script(name, *args, home, check=True, **kwargs):
+def run_script(name, *args, home, check=True, cwd=REPO_ROOT, **kwargs):
     check_slow_test()
     result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", name), *map(str, args)],
-                            capture_output=True, text=True, env=script_env(home), cwd=REPO_ROOT, **kwargs)
+                            capture_output=True, text=True, env=script_env(home), cwd=cwd, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result

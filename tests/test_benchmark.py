@@ -1,4 +1,4 @@
-"""scripts/benchmark.py runs end to end and writes what README's Speed table is built from (speed itself is
+"""scripts/benchmark.py runs end to end and writes what docs/speed.md's tables are built from (speed itself is
 measured by running it, never asserted in a test)."""
 
 import json

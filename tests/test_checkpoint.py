@@ -26,7 +26,7 @@ def tiny_model_checkpoint(probe=False):
     model = Transformer(config.model)
     trained = TrainedModel(model, Tokenizer(), FORMATS["plain"], None, {"max_digits": 2},
                            RunningSumProbe(64) if probe else None)
-    return {**ckpt.model_contents(config, trained), "step": 1, "val_metrics": {}}
+    return {**ckpt.model_contents(config, trained), "step": 1, "selected_on": "val", "selection_metrics": {}}
 
 
 def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):

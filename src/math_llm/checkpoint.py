@@ -38,8 +38,8 @@ class TrainingState:
     """Where a run is: saved in each checkpoint, restored on resume."""
     step: int = 0
     examples_seen: int = 0  # all epochs together, whatever the number of processes
-    best_exact_match: float = -1.0  # of the val evaluations so far
-    best_loss: float = math.inf  # the val loss of that evaluation (ties of exact match go to the lower loss)
+    best_exact_match: float = -1.0  # of the evaluations so far on the selection set (--selection-data), else val
+    best_loss: float = math.inf  # the loss of that evaluation (ties of exact match go to the lower loss)
     warmup_steps: int = 0  # fixed when the run starts, so a resume with another global batch does not warm up anew
     training_seconds: float = 0.0  # in training steps, evaluation and saving excluded
     evaluation_seconds: float = 0.0
@@ -70,8 +70,10 @@ def save_training_checkpoint(path, train_config, trained, state, optimizer, scal
                  "precision": precision}, path)
 
 
-def save_best_model(path, train_config, trained, step, val_metrics):
-    save_atomic({**model_contents(train_config, trained), "step": step, "val_metrics": val_metrics}, path)
+def save_best_model(path, train_config, trained, step, selected_on, metrics):
+    """`selected_on`: "val" or "selection" (--selection-data), the set whose exact match chose it, with `metrics`."""
+    save_atomic({**model_contents(train_config, trained), "step": step, "selected_on": selected_on,
+                 "selection_metrics": metrics}, path)
 
 
 def list_checkpoints(output_dir):

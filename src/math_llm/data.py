@@ -75,6 +75,21 @@ def read_split(path):
     return examples, metadata, text
 
 
+def read_metadata(path):
+    """The metadata of a split file as write_split writes it (on its first line, so a large file is not parsed
+    whole); {} for a file without it."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline().strip()
+    prefix = '{"metadata": '
+    if first.startswith(prefix) and first.endswith(","):
+        try:
+            metadata = json.loads(first[len(prefix):-1])
+            return metadata if isinstance(metadata, dict) else {}
+        except json.JSONDecodeError:
+            pass
+    return read_split(path)[1]
+
+
 def line_of_example(file_text, examples, index):
     """Line number of examples[index] in the file, found by scanning for each quoted example in order."""
     position = 0

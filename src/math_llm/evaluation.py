@@ -35,9 +35,9 @@ class EvalConfig:
     bf16: bool = option(False, "evaluate under bf16 autocast")
     num_mistakes: int = option(10, "wrong answers to print")
     edge_cases: bool = option(True, "skip the edge cases (all-9 operands, carries through every digit, zeros)")
-    output_file: str | None = option(None, "where to write the results as JSON (default: eval_<split or file "
-                                           "name>.json beside the checkpoint); the heatmap goes beside it, as "
-                                           "<name>_heatmap.png")
+    output_file: str | None = option(None, "where to write the results as JSON (default: eval_<file name>.json "
+                                           "beside the checkpoint, e.g. eval_test.json); the heatmap and the plot "
+                                           "by length go beside it, as <stem>_heatmap.png and <stem>_by_length.png")
 
     def __post_init__(self):
         problems = precision_flag_problems(self.fp16, self.bf16) + choice_problems(self)

@@ -25,3 +25,8 @@ def write_json(path, content):
     with atomic_open(path) as f:
         json.dump(content, f, indent=2)
         f.write("\n")
+
+
+def write_text(path, text):
+    with atomic_open(path) as f:
+        f.write(text if text.endswith("\n") else text + "\n")

@@ -108,16 +108,52 @@ def config_from_flags(config_class, values):
     return config_class(**arguments)
 
 
-def parse_config(parser, config_class, argv):
+def parse_config(parser, config_class, argv, file_values=None):
     """(config, parsed namespace, names of the flags given explicitly): a resumed run keeps its own values for the
-    flags not given."""
+    flags not given. `file_values`: {field name: value} from a config file (see `flag_values`); the command line
+    overrides them, and they count as given."""
+    parser.set_defaults(**(file_values or {}))
     namespace = parser.parse_args(argv)
     config = config_from_flags(config_class, vars(namespace))
     not_given = object()  # not a string, so argparse does not type-convert it
     parser.set_defaults(**{name: not_given for name in vars(namespace)})
     explicit = frozenset(name for name, value in vars(parser.parse_args(argv)).items() if value is not not_given)
     parser.set_defaults(**vars(namespace))
-    return config, namespace, explicit
+    return config, namespace, explicit | set(file_values or ())
+
+
+def flag_values(config_class, values, source):
+    """{field name: value} of the flags in `values` (a mapping read from a YAML or JSON file, keyed by field name as
+    `learning_rate`), each converted to its flag's type; an unknown name or a value of the wrong type is a
+    ConfigError naming `source`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
+    fields = flag_fields(config_class)
+    converted = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise ConfigError(f"{source}: unknown setting {name!r} (the settings are the flags of "
+                              f"{config_class.__name__}, written with underscores: {', '.join(sorted(fields))})")
+        field = fields[name][1]
+        kind = value_type(field.type)
+        try:
+            converted[name] = convert(value, kind, field)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {name} must be {kind.__name__}"
+                              f"{' or null' if field.type is not kind else ''}, got {value!r}") from None
+    return converted
+
+
+def convert(value, kind, field):
+    """`value` as `kind`: YAML reads 1e-3 as a string and 3 as an int where a float is meant; nothing else is
+    guessed (a bool is not a number, a number not a string)."""
+    if value is None and field.type is not kind:
+        return None
+    if kind is float and not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise TypeError(value)
 
 
 def config_from_dict(config_class, values, source):

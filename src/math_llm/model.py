@@ -37,7 +37,7 @@ ROPE_BASE = 10_000.0
 
 @dataclass
 class ModelConfig:
-    model_size: str = option("small", "model shape: layers, width, heads and feed-forward width, see README",
+    model_size: str = option("small", "model shape: layers, width, heads and feed-forward width, see docs/usage.md",
                              choices=MODEL_SIZES)
     num_layers: int | None = option(None, "transformer blocks (default: those of --model-size)")
     hidden_size: int | None = option(None, "width of the residual stream (default: that of --model-size)")
@@ -51,7 +51,7 @@ class ModelConfig:
                                        "numbers over all of it, and evaluation reads additions of up to this - 3 "
                                        "digits (the answer has a digit more, and the = takes place 1)")
     place_bias: bool = option(True, "abacus: no attention penalty for the distance between digit places (the "
-                                    "digit-place vectors alone, as the Abacus paper; generalises far less, see README)")
+                                    "digit-place vectors alone, as the Abacus paper; generalises far less, see recipes/lengthgen_abacus_no_place_bias.yaml)")
     # Set from the data's vocabulary when a run starts (Tokenizer.digit_place_ids): not flags
     vocab_size: int = 13
     digit_ids: tuple = ()  # abacus: the tokens it counts as digits
@@ -163,8 +163,8 @@ def place_distance_bias(query_places, key_places, num_heads):
     queries are the last of the keys.
 
     Digits of distant places then cannot crowd out the digits of the query's own column in a number of any
-    length: without it, numbers a few digits longer than any trained one already failed (README, Length
-    generalisation)."""
+    length: without it, numbers a few digits longer than any trained one already failed (recipes
+    lengthgen_abacus and lengthgen_abacus_no_place_bias)."""
     num_queries, num_keys = query_places.shape[1], key_places.shape[1]
     digits = (query_places[:, :, None] > 0) & (key_places[:, None, :] > 0)
     distance = ((query_places[:, :, None] - key_places[:, None, :]).abs() * digits).float()
@@ -190,7 +190,7 @@ def rotate(x, cos, sin):
 
 def attention_kernels(query):
     """Under bf16/fp16 on CPU, the math path (plain matmuls + softmax): the CPU flash kernel's backward is ~30x
-    slower there at these short lengths (README, Speed). Otherwise PyTorch's own choice (flash on CPU in fp32)."""
+    slower there at these short lengths (docs/speed.md). Otherwise PyTorch's own choice (flash on CPU in fp32)."""
     if query.device.type == "cpu" and query.dtype != torch.float32:
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()

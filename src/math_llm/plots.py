@@ -50,3 +50,25 @@ def save_length_plot(curves, path, title, trained_lengths=None):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.savefig(path, dpi=110)
+
+
+def save_curves(curves, path, title):
+    """Exact match against seconds of training steps (log scale), one line per run; `curves`: {label: [(seconds,
+    exact match)]}. Returns whether anything was drawn."""
+    curves = {label: points for label, points in curves.items() if points}
+    if not curves:
+        return False
+    figure = Figure(figsize=(8.5, 4.8), layout="tight")
+    axis = figure.subplots()
+    colours = {}
+    for label, points in curves.items():
+        recipe = label.rsplit(" seed ", 1)[0]  # the seeds of a recipe share a colour and a legend entry
+        line, = axis.plot([max(seconds, 0.1) for seconds, _ in points], [100 * value for _, value in points],
+                          marker=".", linewidth=1, color=colours.get(recipe),
+                          label=None if recipe in colours else recipe)
+        colours.setdefault(recipe, line.get_color())
+    axis.set(title=title, xscale="log", xlabel="seconds of training steps", ylabel="exact match (%)", ylim=(-2, 102))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+    return True

@@ -22,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from math_llm import checkpoint as ckpt
 from math_llm.batches import epoch_order, step_batches, steps_remaining
-from math_llm.data import ensure_dataset, load_splits
+from math_llm.data import ArithmeticDataset, ensure_dataset, load_splits
 from math_llm.distributed import all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from math_llm.edge_cases import edge_case_datasets
 from math_llm.errors import ConfigError, TrainingDiverged
@@ -65,22 +65,26 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, "gradient clipping norm", group=HYPER)
     data_dir: str = option("data", "directory with train/val/test.json; generated with the defaults if empty",
                            group=DATA)
+    selection_data: str | None = option(
+        None, "choose best_model.pt by exact match on this JSON file instead of on val: e.g. uniform full-width "
+              "problems (generate_data.py --test-only), where a val split of balanced lengths holds few of the long "
+              "problems that separate checkpoints; evaluated with val at every --eval-steps", group=DATA)
     output_dir: str = option("checkpoints", "checkpoint and output directory; if it holds a run, that run is resumed",
                              group=DATA, resumable=True)
     num_workers: int = option(4, "accepted for the seed's interface, but no worker processes are started: a batch is "
                                  "an index slice of tensors already on the training device, which costs microseconds "
-                                 "in-process, and workers would only add inter-process copies (see README, Speed)",
+                                 "in-process, and workers would only add inter-process copies (see docs/speed.md)",
                               group=DATA, resumable=True)
     save_steps: int = option(1000, "save a checkpoint every N steps", group=LOGGING, resumable=True)
-    eval_steps: int = option(1000, "evaluate on the val split every N steps", group=LOGGING, resumable=True)
+    eval_steps: int = option(1000, "evaluate on the val split (and the --selection-data set) every N steps", group=LOGGING, resumable=True)
     logging_steps: int = option(100, "log training metrics every N steps", group=LOGGING, resumable=True)
     keep_checkpoints: int = option(3, "how many of the newest checkpoints to keep", group=LOGGING, resumable=True)
     fp16: bool = option(False, "mixed precision: fp16 autocast with GradScaler on CUDA; on CPU, bf16 autocast (fp16 "
                                "autocast is CUDA-only)", group=SYSTEM)
     bf16: bool = option(False, "bf16 autocast (no GradScaler needed) on CUDA or on a CPU with avx512_bf16/AMX; "
-                               "fastest on such CPUs at batch 64 and up (see README, Speed)", group=SYSTEM)
+                               "fastest on such CPUs at batch 64 and up (see docs/speed.md)", group=SYSTEM)
     compile: bool = option(False, "torch.compile the model for training (evaluation and checkpoints use the "
-                                  "uncompiled model); costs compile time at start, see README, Speed for when it pays",
+                                  "uncompiled model); costs compile time at start, see docs/speed.md for when it pays",
                            group=SYSTEM, resumable=True)
     wandb: bool = option(True, "disable Weights & Biases logging", group=SYSTEM, resumable=True)
     wandb_project: str = option("math-llm", "W&B project name", group=SYSTEM, resumable=True)
@@ -182,7 +186,7 @@ def build_optimizer(model, config):
 
 def compile_for_training(model):
     """torch.compile with static shapes: each distinct batch shape compiles once (dynamic shapes measured slower
-    on CPU, README Speed). The returned module shares the model's parameters."""
+    on CPU, docs/speed.md). The returned module shares the model's parameters."""
     return torch.compile(model, dynamic=False)
 
 
@@ -266,10 +270,13 @@ def resumed_run(config, explicit_flags):
     return resume_config(config, explicit_flags, saved, source), checkpoint, source
 
 
-def load_training_data(config, ranks, device, vocab=None):
-    """(datasets by split, tokenizer), on the training device: a missing dataset is generated first (by rank 0
-    under torchrun, the others wait); `vocab`: a resumed run's own."""
-    ensure_dataset(config.data_dir, config.seed, generate=ranks.is_main)
+def load_training_data(config, ranks, device, vocab=None, prepare=None):
+    """(datasets by split, tokenizer), on the training device. First rank 0 runs `prepare` (a recipe generates its
+    datasets), or else generates the default dataset into an empty data dir; under torchrun the others wait.
+    `vocab`: a resumed run's own."""
+    if ranks.is_main and prepare is not None:
+        prepare()
+    ensure_dataset(config.data_dir, config.seed, generate=ranks.is_main and prepare is None)
     barrier()
     datasets, tokenizer = load_splits(config.data_dir, Tokenizer(vocab) if vocab else None)
     for dataset in datasets.values():
@@ -334,25 +341,40 @@ def log_training(meter, clock, state, step, total_steps, learning_rate, ranks, n
     state.log_history.append({"step": step, **metrics})
 
 
-def evaluate_on_val(config, trained, dataset, edge_sets, device, precision, state, ranks, tracker):
-    """Evaluates val, logs it, and keeps best_model.pt: the best val exact match so far (ties to the lower loss)."""
+def load_selection_set(config, trained, device):
+    """The --selection-data set, tokenised with the run's tokenizer and checked against its model; None without."""
+    if config.selection_data is None:
+        return None
+    dataset = ArithmeticDataset.from_file(config.selection_data, trained.tokenizer)
+    trained.check_datasets(dataset)
+    return dataset.to(device)
+
+
+def evaluate_on_val(config, trained, dataset, edge_sets, selection_set, device, precision, state, ranks, tracker):
+    """Evaluates val (and the selection set, if any), logs them, and keeps best_model.pt: the best exact match so far
+    on the selection set, else on val (ties to the lower loss)."""
     results = evaluate(trained, dataset, edge_sets, config.eval_batch_size, device, precision)
     log.info(summary_line(results, "val"))
     for mistake in results["mistakes"][:3]:
         log.info(f"  val mistake: {mistake['prompt']}{mistake['predicted']} (expected {mistake['expected']})")
     check_finite(results["loss"], state.step)  # the last update can break weights after a finite training loss
-    state.evaluation_seconds += results["seconds"]
     metrics = {**scalar_metrics(results, "val"), "val/seconds": results["seconds"]}
+    chosen_on, chosen = "val", results
+    if selection_set is not None:
+        chosen_on, chosen = "selection", evaluate(trained, selection_set, {}, config.eval_batch_size, device, precision)
+        log.info(summary_line(chosen, "selection"))
+        metrics.update({f"selection/{key}": chosen[key] for key in ("exact_match", "token_accuracy", "loss")})
+    state.evaluation_seconds += results["seconds"] + (chosen["seconds"] if chosen is not results else 0)
     tracker.log(metrics, step=state.step)
     state.log_history.append({"step": state.step, "train/training_seconds": state.training_seconds,
                               **{key: value for key, value in metrics.items() if in_history(key)}})
-    if improves_on_best(results, state):
-        state.best_exact_match, state.best_loss = results["exact_match"], results["loss"]
+    if improves_on_best(chosen, state):
+        state.best_exact_match, state.best_loss = chosen["exact_match"], chosen["loss"]
         if ranks.is_main:
             path = os.path.join(config.output_dir, ckpt.BEST_MODEL)
-            ckpt.save_best_model(path, config, trained, state.step,
-                                 {key: value for key, value in results.items() if key != "mistakes"})
-            log.info(f"new best val exact match {results['exact_match']:.4f} (loss {results['loss']:.4f}): "
+            ckpt.save_best_model(path, config, trained, state.step, chosen_on,
+                                 {key: value for key, value in chosen.items() if key != "mistakes"})
+            log.info(f"new best {chosen_on} exact match {chosen['exact_match']:.4f} (loss {chosen['loss']:.4f}): "
                      f"saved {path}")
 
 
@@ -367,7 +389,7 @@ def save_checkpoint(config, trained, state, optimizer, scaler, ranks, fingerprin
 
 
 def improves_on_best(metrics, state):
-    """A higher val exact match, or the same one with a lower val loss: so a run whose evaluations tie (all at 0% on
+    """A higher exact match (on the selection set, else val), or the same one with a lower loss: so a run whose evaluations tie (all at 0% on
     a task not yet learned, all at 100% on one learned early) keeps its best-fitting model, not its first."""
     return (metrics["exact_match"], -metrics["loss"]) > (state.best_exact_match, -state.best_loss)
 
@@ -380,11 +402,13 @@ def in_history(metric):
 
 
 def write_trainer_state(config, state, total_steps):
-    """trainer_state.json (as in HF's Trainer): where the run is, and every logged metric so far, with the seconds
-    of training steps behind it (e.g. the time to reach an accuracy)."""
+    """trainer_state.json (as in HF's Trainer): where the run is, the best exact match on the set that chooses
+    best_model.pt, and every logged metric so far, with the seconds of training steps behind it (e.g. the time to
+    reach an accuracy)."""
     write_json(os.path.join(config.output_dir, TRAINER_STATE_FILE),
-               {"step": state.step, "total_steps": total_steps, "best_val_exact_match": state.best_exact_match,
-                "best_val_loss": state.best_loss if math.isfinite(state.best_loss) else None,  # none known
+               {"step": state.step, "total_steps": total_steps, "selected_on": config.selection_data or "val",
+                "best_exact_match": state.best_exact_match,
+                "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,  # none known
                 "training_seconds": state.training_seconds, "evaluation_seconds": state.evaluation_seconds,
                 "log_history": state.log_history})
 
@@ -399,7 +423,7 @@ def write_training_config(config, trained, ranks, num_train, examples_per_step, 
 
 
 def test_best_model(config, trained, dataset, edge_sets, device, ranks, tracker):
-    """The end of a run: the best model (by val exact match) on the held-out test split, in fp32 whatever the
+    """The end of a run: the best model (by exact match on the selection set or val) on the held-out test split, in fp32 whatever the
     training precision (val ran under it, for speed): the figures evaluate.py reports by default, and a bf16 model
     can score higher in fp32."""
     barrier()  # best_model.pt is complete before any rank reads it
@@ -443,20 +467,21 @@ def stop_requested_anywhere(stop, ranks, device):
 # ---------------------------------------------------------------------------------------------------------------
 # The run
 
-def train(config, explicit_flags=frozenset()):
+def train(config, explicit_flags=frozenset(), prepare=None):
     """Trains (or resumes) the run in config.output_dir and writes its final outputs. Returns the test results,
     or None when a signal stopped it first. Under torchrun every process runs this; rank 0 alone writes files,
-    logs and W&B."""
+    logs and W&B, and runs `prepare` (a recipe's data generation) before the data is read."""
     os.makedirs(config.output_dir, exist_ok=True)
     config, checkpoint, source = resumed_run(config, explicit_flags)
     ranks, device = setup_distributed(config.device)
     precision = select_precision(device, config.fp16, config.bf16)
 
     # Data, tokenised once and kept on the training device; the model that reads it
-    datasets, tokenizer = load_training_data(config, ranks, device, checkpoint and checkpoint["vocab"])
+    datasets, tokenizer = load_training_data(config, ranks, device, checkpoint and checkpoint["vocab"], prepare)
     seed_everything(config.seed)
     config, trained = build_model(config, datasets, tokenizer, device)
     edge_sets = edge_case_datasets(datasets["val"], tokenizer, trained.model)  # val and test share their data's
+    selection_set = load_selection_set(config, trained, device)
     if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
         torch.manual_seed(config.seed * 1000 + ranks.rank)
     module, step_module = trainable_module(config, trained, ranks, device)
@@ -525,8 +550,8 @@ def train(config, explicit_flags=frozenset()):
                     state.training_seconds = clock.read()  # evaluation and saving are not training time
                     meter.check_finite(step)  # a diverged model is neither evaluated nor saved, on any rank
                     if evaluating:
-                        evaluate_on_val(config, trained, datasets["val"], edge_sets, device, precision, state, ranks,
-                                        tracker)
+                        evaluate_on_val(config, trained, datasets["val"], edge_sets, selection_set, device,
+                                        precision, state, ranks, tracker)
                     if saving:
                         save_checkpoint(config, trained, state, optimizer, scaler, ranks, fingerprint, precision)
                     if ranks.is_main:

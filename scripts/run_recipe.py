@@ -1,0 +1,80 @@
+"""Run a recipe (recipes/<name>.yaml) end to end for each seed: generate the data it lacks, train (resuming the run
+found in checkpoints/<recipe>/seed-<seed>), evaluate the held-out test split and every extra set, write
+run_summary.json beside the checkpoints and record it as results/<recipe>/seed-<seed>.json; then log each seed's
+exact match on every set with their mean, minimum and maximum. scripts/report.py turns results/ into docs/results.md.
+
+    python scripts/run_recipe.py recipes/add10.yaml                       # the recipe's own seeds
+    python scripts/run_recipe.py recipes/add10.yaml --seeds 1,2,3 --bf16  # training flags override the recipe's
+    python scripts/run_recipe.py recipes/add10.yaml --smoke               # seconds: a tiny model on a few problems
+"""
+
+import argparse
+import shlex
+import sys
+
+from math_llm.cli import run_main
+from math_llm.errors import ConfigError
+from math_llm.flags import add_flags, parse_config
+from math_llm.logging_setup import setup_logging
+from math_llm.recipes import RUNNER_FLAGS, check_set_seeds, load_recipe, parse_seeds, run_seed, smoke
+from math_llm.results import log_replicates
+from math_llm.trainer import TrainConfig
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", help="the recipe's YAML file")
+    run = parser.add_argument_group("the recipe run")
+    run.add_argument("--seeds", help="comma-separated seeds to run, e.g. 1,2,3 (default: the recipe's seeds)")
+    run.add_argument("--smoke", action="store_true", help="shrink the recipe to a run of seconds (a one-layer "
+                     "width-32 model, a few hundred problems, a few steps, its first seed) to check that it runs; "
+                     "its files go under data/smoke and checkpoints/smoke and nothing is recorded in results/")
+    run.add_argument("--data-root", help="datasets go to <data-root>/<dataset> (default: data)")
+    run.add_argument("--output-root", help="runs go to <output-root>/<recipe>/seed-<seed> (default: checkpoints)")
+    run.add_argument("--results-dir", default="results", help="where run summaries are recorded (default: "
+                     "%(default)s)")
+    return add_flags(parser, TrainConfig)  # training flags: they override the recipe's train section
+
+
+def main():
+    argv, parser = sys.argv[1:], build_parser()
+    args = parser.parse_args(argv)
+    recipe = smoke(load_recipe(args.recipe)) if args.smoke else load_recipe(args.recipe)
+    config, args, explicit_flags = parse_config(parser, TrainConfig, argv, recipe.train)
+    if given := [name for name in RUNNER_FLAGS if name in explicit_flags]:
+        raise ConfigError(f"{', '.join('--' + name.replace('_', '-') for name in given)}: a recipe run sets these; "
+                          f"use --data-root, --output-root and --seeds (a selection set is the recipe's)")
+    seeds = parse_seeds(args.seeds) if args.seeds else recipe.seeds
+    check_set_seeds(recipe, seeds)
+    data_root = args.data_root or ("data/smoke" if args.smoke else "data")
+    output_root = args.output_root or ("checkpoints/smoke" if args.smoke else "checkpoints")
+    results_dir = None if args.smoke else args.results_dir
+    summaries = []
+    for seed in seeds:
+        command = " ".join(["python scripts/run_recipe.py", *map(shlex.quote, seed_argv(argv, args.recipe, seed))])
+        summary = run_seed(recipe, recipe.train_config(config, data_root, output_root, seed), explicit_flags,
+                           data_root, results_dir, command)
+        if summary is None:  # stopped by a signal: the same command resumes
+            return
+        summaries.append(summary)
+    setup_logging()
+    log_replicates(summaries)
+
+
+def seed_argv(argv, recipe_path, seed):
+    """The command line that reruns one seed: the recipe, --seeds SEED, and the other flags as given."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg == recipe_path:
+            skip = False
+            continue
+        if arg == "--seeds":
+            skip = True
+            continue
+        if not arg.startswith("--seeds="):
+            rest.append(arg)
+    return [recipe_path, "--seeds", str(seed), *rest]
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,320 @@
+"""Experiments as files. A recipe (recipes/<name>.yaml) holds one experiment whole: the data it generates, its
+training flags, the set that chooses its checkpoint and the extra sets it is evaluated on. `run_seed` runs one seed
+of it end to end: it generates what is missing, trains (resuming the run it finds, as train.py does), evaluates every
+set, and writes the run's summary beside its checkpoints. `smoke` shrinks any recipe to a run of seconds.
+"""
+
+import json
+import logging
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import yaml
+
+from math_llm import checkpoint as ckpt
+from math_llm.data import SPLITS, read_metadata, read_split, split_path, write_dataset
+from math_llm.data_generation import DataConfig
+from math_llm.errors import ConfigError
+from math_llm.evaluation import EvalConfig, evaluate_checkpoint
+from math_llm.files import write_json
+from math_llm.flags import flag_values
+from math_llm.logging_setup import setup_logging
+from math_llm.trainer import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE, TrainConfig, train
+
+log = logging.getLogger(__name__)
+RECIPE_KEYS = ("description", "data", "dataset", "vary_data_with_seed", "seeds", "train", "selection", "evaluations")
+SET_FLAGS = ("edge_cases",)  # what an evaluation set may say besides its data settings
+SET_NAME = re.compile(r"[a-z][a-z0-9_]*$")
+RESERVED_SET_NAMES = ("train", "val", "test", "selection")
+RUNNER_FLAGS = ("data_dir", "output_dir", "seed", "selection_data")  # a recipe run sets these itself
+SUMMARY_FILE = "run_summary.json"
+# Smoke mode: a one-layer width-32 model, a few hundred problems, a few steps; the rest of the recipe (format,
+# operations, position encoding, losses, precision) as written, so a recipe that no longer fits the code fails here.
+SMOKE_TRAIN = {"model_size": "tiny", "num_layers": 1, "hidden_size": 32, "num_heads": 2, "ffn_size": 64,
+               "num_epochs": 1, "batch_size": 16, "gradient_accumulation_steps": 1, "warmup_steps": 2,
+               "logging_steps": 4, "eval_steps": 8, "save_steps": 8, "eval_batch_size": 64, "compile": False,
+               "device": "auto"}
+SMOKE_TRAIN_EXAMPLES, SMOKE_SET_EXAMPLES = 300, 40
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    name: str
+    data: DataConfig  # test_only: one test.json
+    edge_cases: bool = True
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # the file's name without .yaml
+    path: str
+    description: str
+    data: DataConfig
+    dataset: str  # the data's directory under the data root: recipes with the same data share it
+    vary_data_with_seed: bool  # each seed generates its own data with that seed (a data replicate), else one dataset
+    seeds: tuple  # the replicates run when no --seeds is given
+    train: dict  # training flags {field name: value}, as TrainConfig's flags
+    selection: DataConfig | None  # the set that chooses best_model.pt (None: val)
+    evaluations: tuple  # EvaluationSets besides the held-out test split
+
+    def data_config(self, seed):
+        return replace(self.data, seed=seed) if self.vary_data_with_seed else self.data
+
+    def data_dir(self, data_root, seed):
+        base = os.path.join(data_root, self.dataset)
+        return os.path.join(base, f"seed-{seed}") if self.vary_data_with_seed else base
+
+    def set_dir(self, data_root, name):
+        return os.path.join(data_root, self.dataset, name)
+
+    def run_dir(self, output_root, seed):
+        return os.path.join(output_root, self.name, f"seed-{seed}")
+
+    def selection_path(self, data_root):
+        return split_path(self.set_dir(data_root, "selection"), "test") if self.selection else None
+
+    def train_config(self, base, data_root, output_root, seed):
+        """`base` (a TrainConfig from the recipe's flags and the command line) placed in this recipe's dirs."""
+        return replace(base, data_dir=self.data_dir(data_root, seed), output_dir=self.run_dir(output_root, seed),
+                       seed=seed, selection_data=self.selection_path(data_root))
+
+    def datasets(self, data_root, seed):
+        """{"train": (directory, DataConfig), "selection": ..., each evaluation set's name: ...}: every dataset that
+        a run of `seed` reads."""
+        sets = {"train": (self.data_dir(data_root, seed), self.data_config(seed))}
+        if self.selection:
+            sets["selection"] = (self.set_dir(data_root, "selection"), self.selection)
+        return sets | {s.name: (self.set_dir(data_root, s.name), s.data) for s in self.evaluations}
+
+
+def load_recipe(path):
+    """The recipe in the YAML file `path`; anything wrong with it is a ConfigError naming the file and the key."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found (the recipes are in recipes/)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read it ({error})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise ConfigError(f"{path}{f' line {mark.line + 1}' if mark else ''}: not valid YAML "
+                          f"({getattr(error, 'problem', None) or error})") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping with the keys {', '.join(RECIPE_KEYS)}")
+    if unknown := sorted(set(content) - set(RECIPE_KEYS)):
+        raise ConfigError(f"{path}: unknown keys {', '.join(unknown)}; a recipe has {', '.join(RECIPE_KEYS)}")
+    if missing := [key for key in ("description", "data") if key not in content]:
+        raise ConfigError(f"{path}: missing {' and '.join(missing)}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    data = data_config(content["data"], f"{path} data")
+    if data.test_only:
+        raise ConfigError(f"{path} data: test_only leaves nothing to train on; extra test sets go under evaluations")
+    train_flags = flag_values(TrainConfig, content.get("train") or {}, f"{path} train")
+    if runner_set := [flag for flag in RUNNER_FLAGS if flag in train_flags]:
+        raise ConfigError(f"{path} train: {', '.join(runner_set)} are set by the recipe's run (data and output "
+                          f"roots, --seeds, the selection section); remove them")
+    selection = test_set_config(content["selection"], f"{path} selection") if content.get("selection") else None
+    evaluations = tuple(evaluation_set(set_name, values, f"{path} evaluations {set_name}")
+                        for set_name, values in (content.get("evaluations") or {}).items())
+    seeds = content.get("seeds", [42])
+    if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    recipe = Recipe(name, path, str(content["description"]).strip(), data, str(content.get("dataset", name)),
+                    bool(content.get("vary_data_with_seed", False)), tuple(seeds), train_flags, selection, evaluations)
+    check_set_seeds(recipe, recipe.seeds)
+    return recipe
+
+
+def data_config(values, source):
+    values = flag_values(DataConfig, values, source)
+    try:
+        return DataConfig(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def test_set_config(values, source):
+    return data_config({**(values or {}), "test_only": True}, source)
+
+
+def evaluation_set(name, values, source):
+    if not (isinstance(name, str) and SET_NAME.match(name)) or name in RESERVED_SET_NAMES:
+        raise ConfigError(f"{source}: a set's name is lower-case letters, digits and _ and not one of "
+                          f"{', '.join(RESERVED_SET_NAMES)}")
+    values = dict(values or {})
+    flags = {key: values.pop(key) for key in SET_FLAGS if key in values}
+    if not all(isinstance(value, bool) for value in flags.values()):
+        raise ConfigError(f"{source}: {', '.join(SET_FLAGS)} must be true or false")
+    return EvaluationSet(name, test_set_config(values, source), **flags)
+
+
+def check_set_seeds(recipe, seeds):
+    """The extra sets are drawn with seeds of their own: one equal to the training data's would draw the training
+    problems again (where the settings match) instead of held-out ones."""
+    data_seeds = set(seeds) if recipe.vary_data_with_seed else {recipe.data.seed}
+    named = ([("selection", recipe.selection)] if recipe.selection else []) + [(s.name, s.data)
+                                                                                 for s in recipe.evaluations]
+    for set_name, config in named:
+        if config.seed in data_seeds:
+            raise ConfigError(f"{recipe.path}: the {set_name} set's seed {config.seed} is also a seed of the training "
+                              f"data (seeds {', '.join(map(str, sorted(data_seeds)))}); give the set a seed of its "
+                              f"own, or run other seeds")
+
+
+def smoke(recipe):
+    """The recipe shrunk to a run of seconds (see SMOKE_TRAIN), first seed only."""
+    def shrink(config, examples):
+        return replace(config, num_examples=min(config.num_examples, examples))
+    return replace(recipe, data=replace(shrink(recipe.data, SMOKE_TRAIN_EXAMPLES), val_fraction=0.1, test_fraction=0.1),
+                   seeds=recipe.seeds[:1], train={**recipe.train, **SMOKE_TRAIN},
+                   selection=recipe.selection and shrink(recipe.selection, SMOKE_SET_EXAMPLES),
+                   evaluations=tuple(replace(s, data=shrink(s.data, SMOKE_SET_EXAMPLES)) for s in recipe.evaluations))
+
+
+def parse_seeds(text):
+    try:
+        seeds = tuple(int(seed) for seed in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers such as 1,2,3, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {text}")
+    return seeds
+
+
+def in_recipe_dirs(recipe, config, explicit_flags, data_root="data", output_root="checkpoints"):
+    """train.py --config: (config, the function that generates its data) for a run of the recipe's training section
+    in the recipe's data and run dirs, except where --data-dir, --output-dir or --selection-data say otherwise."""
+    check_set_seeds(recipe, [config.seed])
+    placed = recipe.train_config(config, data_root, output_root, config.seed)
+    given = {name: getattr(config, name) for name in ("data_dir", "output_dir", "selection_data")
+             if name in explicit_flags}
+    names = [name for name, flag in (("train", "data_dir"), ("selection", "selection_data")) if flag not in given]
+    return replace(placed, **given), lambda: prepare_data(recipe, data_root, config.seed, names)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running a seed
+
+def prepare_data(recipe, data_root, seed, names=None):
+    """Generates each dataset of the run (of `names` among Recipe.datasets, default all) that is missing; one
+    generated with other settings than the recipe's now are is a ConfigError (never silently replaced or used)."""
+    for name, (directory, config) in recipe.datasets(data_root, seed).items():
+        if names is not None and name not in names:
+            continue
+        splits = ("test",) if config.test_only else SPLITS
+        present = [split for split in splits if os.path.exists(split_path(directory, split))]
+        if not present:
+            log.info(f"{recipe.name}: generating {directory}")
+            write_dataset(directory, config)
+            continue
+        if len(present) < len(splits):
+            raise ConfigError(f"{directory}: holds {', '.join(present)} but not all of {', '.join(splits)}; delete "
+                              f"it to have it generated again")
+        path = split_path(directory, splits[0])
+        saved = {key: value for key, value in read_metadata(path).items() if key != "split"}
+        if saved != asdict(config):
+            differences = ", ".join(f"{key} {saved.get(key)!r} (recipe: {value!r})"
+                                    for key, value in asdict(config).items() if saved.get(key) != value)
+            raise ConfigError(f"{path}: generated with other settings than {recipe.path} has: {differences}; delete "
+                              f"{directory} to have it generated again")
+
+
+def run_seed(recipe, config, explicit_flags, data_root, results_dir, command):
+    """Runs the recipe's seed `config.seed` (config: from Recipe.train_config) end to end and returns its summary
+    (None when a signal stopped the training first): writes <run dir>/run_summary.json, and a copy to
+    <results_dir>/<recipe>/seed-<seed>.json unless results_dir is None."""
+    setup_logging(os.path.join(config.output_dir, "logs", "training.log"))
+    log.info(f"recipe {recipe.name}, seed {config.seed}: {recipe.description}")
+    explicit_flags = explicit_flags | set(RUNNER_FLAGS)  # a run resumed under other data must say so
+    test_results = train(config, explicit_flags, prepare=lambda: prepare_data(recipe, data_root, config.seed))
+    if test_results is None:
+        return None
+    results = {"test": test_results}
+    for test_set in recipe.evaluations:
+        results[test_set.name] = evaluate_set(config, test_set, recipe.set_dir(data_root, test_set.name))
+    summary = run_summary(recipe, config, results, command)
+    write_json(os.path.join(config.output_dir, SUMMARY_FILE), summary)
+    if results_dir is not None:
+        write_json(os.path.join(results_dir, recipe.name, f"seed-{config.seed}.json"), summary)
+    log.info(f"{recipe.name} seed {config.seed}: " + " | ".join(
+        f"{name} {entry['exact_match']:.4f}" for name, entry in summary["evaluations"].items()) +
+        f" | summary in {os.path.join(config.output_dir, SUMMARY_FILE)}")
+    return summary
+
+
+def evaluate_set(config, test_set, directory):
+    """evaluate.py's job on one extra set, unless its results are already there and newer than best_model.pt."""
+    output_file = os.path.join(config.output_dir, f"eval_{test_set.name}.json")
+    best_model = os.path.join(config.output_dir, ckpt.BEST_MODEL)
+    if os.path.exists(output_file) and os.path.getmtime(output_file) >= os.path.getmtime(best_model):
+        with open(output_file) as f:
+            return json.load(f)
+    return evaluate_checkpoint(EvalConfig(
+        checkpoint=best_model, data_path=split_path(directory, "test"), batch_size=config.eval_batch_size,
+        device=config.device, edge_cases=test_set.edge_cases, num_mistakes=5, output_file=output_file))
+
+
+def run_summary(recipe, config, results, command):
+    """What the report reads of a run: the recipe and its command, the model, data and time, the selected step, the
+    exact match on every set (with how many of its problems the training split holds), and the selection curve."""
+    def read(name):
+        with open(os.path.join(config.output_dir, name)) as f:
+            return json.load(f)
+    layout, state = read(TRAINING_CONFIG_FILE), read(TRAINER_STATE_FILE)
+    shape = config.model
+    training_problems = set(read_split(split_path(config.data_dir, "train"))[0])
+    curve_key = "selection/exact_match" if config.selection_data else "val/exact_match"
+    return {
+        "recipe": recipe.name, "description": recipe.description, "recipe_file": recipe.path, "seed": config.seed,
+        "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(config),
+        "model": {"size": shape.model_size, "layers": shape.num_layers, "width": shape.hidden_size,
+                  "heads": shape.num_heads, "ffn": shape.ffn_size, "pos_encoding": shape.pos_encoding,
+                  "num_parameters": layout["num_parameters"]},
+        "data": {"format": layout["data_format"], "train_examples": layout["train_examples"],
+                 "data_dir": config.data_dir},
+        "training": {"steps": state["step"], "global_batch_size": layout["global_batch_size"],
+                     "training_seconds": state["training_seconds"],
+                     "evaluation_seconds": state["evaluation_seconds"]},
+        "selection": {"set": "selection" if config.selection_data else "val",
+                      "file": config.selection_data or split_path(config.data_dir, "val"),
+                      "step": results["test"]["model_step"], "exact_match": state["best_exact_match"]},
+        "evaluations": {name: set_summary(entry, training_problems) for name, entry in results.items()},
+        "curve": [{"step": entry["step"], "training_seconds": entry["train/training_seconds"],
+                   "exact_match": entry[curve_key]} for entry in state["log_history"] if curve_key in entry],
+    }
+
+
+def set_summary(results, training_problems):
+    examples = read_split(results["data_path"])[0]
+    summary = {"file": results["data_path"], "num_examples": results["num_examples"],
+               "exact_match": results["exact_match"],
+               "in_training": sum(example in training_problems for example in examples)}
+    if "edge_cases" in results:
+        summary["edge_cases"] = {key: results["edge_cases"][key] for key in ("exact_match", "count")}
+    if len(results["exact_match_by_operation"]) > 1:
+        summary["by_operation"] = {op: cell["exact_match"] for op, cell in results["exact_match_by_operation"].items()}
+    if len(results["exact_match_by_length"]) > 1:
+        summary["by_length"] = {length: cell["exact_match"] for length, cell in results["exact_match_by_length"].items()}
+    return summary
+
+
+def machine_description(config):
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if config.device == "auto" else config.device)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else
+             f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    return f"{where}, torch {torch.__version__}"
+
+
+def cpu_name():
+    """The CPU's model name where Linux says it, else its architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return f"{platform.machine()} CPU"
