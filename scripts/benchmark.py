@@ -12,7 +12,6 @@ MFU counts 6 x parameters x tokens per training step against the matrix-product 
 import argparse
 import logging
 import os
-import platform
 import tempfile
 
 import torch
@@ -26,7 +25,7 @@ from math_llm.errors import ConfigError
 from math_llm.files import write_json
 from math_llm.logging_setup import setup_logging
 from math_llm.model import MODEL_SIZES, ModelConfig
-from math_llm.runtime import DEVICES, select_device
+from math_llm.runtime import DEVICES, machine_description, select_device
 from math_llm.tokenizer import Tokenizer
 from math_llm.trainer import TrainConfig
 
@@ -82,14 +81,6 @@ def build_parser():
                         help="seeds (data and model) of the time-to-accuracy runs (default: %(default)s)")
     parser.add_argument("--output-file", help="JSON results (default: logs/benchmark-<device>.json)")
     return parser
-
-
-def machine_description(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.machine())
-    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
 
 
 def measure_training(args, device, dataset, vocab_size):

@@ -9,6 +9,7 @@ exact match on every set with their mean, minimum and maximum. scripts/report.py
 """
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -38,6 +39,9 @@ def build_parser():
 
 def main():
     argv, parser = sys.argv[1:], build_parser()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("run_recipe.py runs in one process; under torchrun, train a recipe with "
+                          "scripts/train.py --config RECIPE, then run_recipe.py (one process) evaluates and records it")
     args = parser.parse_args(argv)
     recipe = smoke(load_recipe(args.recipe)) if args.smoke else load_recipe(args.recipe)
     config, args, explicit_flags = parse_config(parser, TrainConfig, argv, recipe.train)
@@ -54,8 +58,8 @@ def main():
         command = " ".join(["python scripts/run_recipe.py", *map(shlex.quote, seed_argv(argv, args.recipe, seed))])
         summary = run_seed(recipe, recipe.train_config(config, data_root, output_root, seed), explicit_flags,
                            data_root, results_dir, command)
-        if summary is None:  # stopped by a signal: the same command resumes
-            return
+        if summary is None:  # stopped by a signal, with a checkpoint saved: the same command resumes
+            sys.exit(130)
         summaries.append(summary)
     setup_logging()
     log_replicates(summaries)

@@ -38,7 +38,7 @@ def test_every_field_with_help_is_a_flag_once_and_fields_without_are_not():
     assert {"model_size", "max_length", "running_sum_loss", "batch_size", "seed"} <= set(names)
     assert not {"vocab_size", "digit_ids", "answer_start_id", "sign_id"} & set(names)  # set from the data
     help_text = add_flags(argparse.ArgumentParser(), TrainConfig).format_help()
-    assert "--no-place-bias" in help_text and "--no-wandb" in help_text and "--place-bias" not in help_text
+    assert "--place-bias, --no-place-bias" in help_text and "--wandb, --no-wandb" in help_text
     assert "(default: 32)" in help_text and "(default: those of --model-size)" in help_text
 
 

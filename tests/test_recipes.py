@@ -51,6 +51,15 @@ def test_every_recipe_loads_and_its_smoke_version_is_small():
     ("description: x\ndata: {}\ntrain: {learning_rate: fast}\n", "learning_rate must be float"),
     ("description: x\ndata: {}\ntrain: {output_dir: elsewhere}\n", "output_dir are set by the recipe's run"),
     ("description: x\ndata: {}\nseeds: 3\n", "seeds must be a non-empty list"),
+    ("description: x\ndata: {}\nseeds: [1, 1]\n", "seeds must be a non-empty list of distinct integers"),
+    ("description:\ndata: {}\n", "description must be text"),
+    ("description: x\ndata: {}\ndataset: ../elsewhere\n", "dataset must be a directory name"),
+    ("description: x\ndata: {}\nvary_data_with_seed: 'false'\n", "vary_data_with_seed must be true or false"),
+    ("description: x\ndata: {}\ntrain: {model_size: huge}\n", "train: --model-size must be one of"),
+    ("description: x\ndata: {}\ntrain: {num_epochs: 0}\n", "train: --num-epochs must be at least 1"),
+    ("description: x\ndata: {}\nselection: {seed: 7}\nevaluations: {long: {seed: 7}}\n",
+     "need a seed each, got selection 7, long 7"),
+    ("description: x\ndata: {}\nselection: {}\n", "selection set's seed 42 is also a seed of the training data"),
     ("description: x\ndata: {}\nevaluations: {test: {max_digits: 3}}\n", "not one of train, val, test"),
     ("description: x\ndata: {seed: 7}\nevaluations: {long: {max_digits: 3, seed: 7}}\n", "long set's seed 7"),
     ("description: x\ndata: {}\nevaluations: {long: {edge_cases: maybe}}\n", "edge_cases must be true or false"),
@@ -78,11 +87,13 @@ def test_the_command_line_overrides_the_recipe_and_both_count_as_given(tmp_path)
     path = write_recipe(tmp_path, """
         description: x
         data: {}
-        train: {model_size: tiny, learning_rate: 3e-3, num_epochs: 4}
+        train: {model_size: tiny, learning_rate: 3e-3, num_epochs: 4, group_by_length: true}
     """)
     recipe = load_recipe(path)
-    config, _, explicit = parse_config(build_parser(), TrainConfig, [path, "--num-epochs", "2"], recipe.train)
+    config, _, explicit = parse_config(build_parser(), TrainConfig, [path, "--num-epochs", "2", "--no-group-by-length"],
+                                       recipe.train)
     assert (config.model.model_size, config.learning_rate, config.num_epochs) == ("tiny", 0.003, 2)
+    assert config.group_by_length is False  # a switch the recipe turned on, turned off again
     assert config.batch_size == TrainConfig().batch_size  # neither the recipe nor the command line set it
     assert {"model_size", "learning_rate", "num_epochs"} <= explicit and "batch_size" not in explicit
     placed = recipe.train_config(config, "d", "c", 5)
@@ -145,7 +156,7 @@ def test_train_py_takes_a_recipes_training_section_in_its_dirs_and_refuses_to_re
     assert saved["data_dir"] == os.path.join("data", "r")
     assert saved["selection_data"] == os.path.join("data", "r", "selection", "test.json")
     state = json.loads((run_dir / "trainer_state.json").read_text())
-    assert state["selected_on"] == saved["selection_data"]
+    assert state["selected_on"] == "selection"
     assert any("selection/exact_match" in entry for entry in state["log_history"])
     (tmp_path / "r.yaml").write_text(textwrap.dedent(recipe_text).replace("3e-3", "1e-3"))
     result = run_script("train.py", "--config", path, "--num-epochs", 1, "--no-wandb", home=tmp_path, cwd=tmp_path,

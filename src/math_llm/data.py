@@ -117,14 +117,13 @@ def load_splits(data_dir, tokenizer=None):
     return datasets, tokenizer
 
 
-def ensure_dataset(data_dir, seed, generate=True):
-    """A missing dataset is generated with the defaults (if `generate`: under torchrun, rank 0 does, the others wait);
-    a partial one is an error, never silently replaced."""
+def ensure_dataset(data_dir, seed):
+    """A missing dataset is generated with the defaults; a partial one is an error, never silently replaced."""
     missing = [split for split in SPLITS if not os.path.exists(split_path(data_dir, split))]
     if 0 < len(missing) < len(SPLITS):
         raise DataError(f"{data_dir}: missing {', '.join(split_path(data_dir, s) for s in missing)} "
                         f"(regenerate all splits with scripts/generate_data.py --output-dir {data_dir})")
-    if missing and generate:
+    if missing:
         data_config = DataConfig(seed=seed)
         log.info(f"no dataset in {data_dir}/: generating the default one ({data_config})")
         write_dataset(data_dir, data_config)

@@ -34,7 +34,8 @@ class EvalConfig:
     fp16: bool = option(False, "evaluate under fp16 autocast on CUDA, bf16 autocast on CPU")
     bf16: bool = option(False, "evaluate under bf16 autocast")
     num_mistakes: int = option(10, "wrong answers to print")
-    edge_cases: bool = option(True, "skip the edge cases (all-9 operands, carries through every digit, zeros)")
+    edge_cases: bool = option(True, "score the edge cases too (all-9 operands, carries through every digit, zeros); "
+                                    "--no-edge-cases: skip them")
     output_file: str | None = option(None, "where to write the results as JSON (default: eval_<file name>.json "
                                            "beside the checkpoint, e.g. eval_test.json); the heatmap and the plot "
                                            "by length go beside it, as <stem>_heatmap.png and <stem>_by_length.png")

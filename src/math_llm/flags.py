@@ -1,9 +1,10 @@
 """Command-line flags built from config dataclasses. A field with help text is a flag (`batch_size` is
-`--batch-size`) with the field's type, default and choices; a True-by-default bool is `--no-<name>`; a nested config's
-flags join the same command line in a group of their own. So a new hyperparameter is one field in one place, and its
+`--batch-size`) with the field's type, default and choices; a bool is `--<name>` / `--no-<name>` (either overrides a
+config file's value); a nested config's flags join the same command line in a group of their own. So a new hyperparameter is one field in one place, and its
 check one line of its config's `__post_init__`.
 """
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -55,8 +56,7 @@ def value_type(annotation):
 
 
 def flag_name(field):
-    is_switch_off = value_type(field.type) is bool and field.default is True
-    return "--" + ("no-" if is_switch_off else "") + field.name.replace("_", "-")
+    return "--" + field.name.replace("_", "-")
 
 
 def add_flags(parser, config_class):
@@ -81,9 +81,8 @@ def add_flags(parser, config_class):
             group = group_for(field.metadata["group"] or inherited_group)
             kind = value_type(kind)
             if kind is bool:
-                group.add_argument(flag_name(field), dest=field.name, default=field.default,
-                                   action="store_false" if field.default else "store_true",
-                                   help=field.metadata["help"])
+                group.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=field.default,
+                                   action=argparse.BooleanOptionalAction, help=field.metadata["help"])
                 continue
             default_text = "" if field.default is None else " (default: %(default)s)"
             choices = field.metadata["choices"]
@@ -184,7 +183,7 @@ def resume_config(config, explicit_flags, saved, source):
         if field.metadata["resumable"]:
             changes[path] = given
         elif value_type(field.type) is bool:
-            conflicts.append(f"{flag_name(field)} (run has {name} {had!r})")
+            conflicts.append(f"--{'' if given else 'no-'}{name.replace('_', '-')} (run has {name} {had!r})")
         else:
             conflicts.append(f"{flag_name(field)} {given!r} (run has {had!r})")
     if conflicts:

@@ -14,6 +14,7 @@ def setup_logging(log_file=None, level=logging.INFO):
     root.setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
+        handler.close()
     console = colorlog.StreamHandler()
     # Colour only on a terminal: log files and CI output stay free of escape codes.
     console.setFormatter(colorlog.ColoredFormatter(CONSOLE_FORMAT, datefmt="%H:%M:%S", stream=console.stream))

@@ -50,8 +50,9 @@ class ModelConfig:
     digit_positions: int = option(128, "abacus: size of the digit-place table; training spreads the places of its "
                                        "numbers over all of it, and evaluation reads additions of up to this - 3 "
                                        "digits (the answer has a digit more, and the = takes place 1)")
-    place_bias: bool = option(True, "abacus: no attention penalty for the distance between digit places (the "
-                                    "digit-place vectors alone, as the Abacus paper; generalises far less, see recipes/lengthgen_abacus_no_place_bias.yaml)")
+    place_bias: bool = option(True, "abacus: an attention penalty for the distance between digit places; "
+                                    "--no-place-bias: the digit-place vectors alone, as the Abacus paper (generalises "
+                                    "far less, see recipes/lengthgen_abacus_no_place_bias.yaml)")
     # Set from the data's vocabulary when a run starts (Tokenizer.digit_place_ids): not flags
     vocab_size: int = 13
     digit_ids: tuple = ()  # abacus: the tokens it counts as digits

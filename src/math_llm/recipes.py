@@ -7,7 +7,6 @@ set, and writes the run's summary beside its checkpoints. `smoke` shrinks any re
 import json
 import logging
 import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,14 +20,16 @@ from math_llm.data_generation import DataConfig
 from math_llm.errors import ConfigError
 from math_llm.evaluation import EvalConfig, evaluate_checkpoint
 from math_llm.files import write_json
-from math_llm.flags import flag_values
+from math_llm.flags import attribute, config_from_dict, config_from_flags, flag_fields, flag_values
 from math_llm.logging_setup import setup_logging
+from math_llm.runtime import machine_description, select_device
 from math_llm.trainer import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE, TrainConfig, train
 
 log = logging.getLogger(__name__)
 RECIPE_KEYS = ("description", "data", "dataset", "vary_data_with_seed", "seeds", "train", "selection", "evaluations")
 SET_FLAGS = ("edge_cases",)  # what an evaluation set may say besides its data settings
-SET_NAME = re.compile(r"[a-z][a-z0-9_]*$")
+SET_NAME = re.compile(r"[a-z][a-z0-9_]*")
+DIRECTORY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 RESERVED_SET_NAMES = ("train", "val", "test", "selection")
 RUNNER_FLAGS = ("data_dir", "output_dir", "seed", "selection_data")  # a recipe run sets these itself
 SUMMARY_FILE = "run_summary.json"
@@ -37,7 +38,7 @@ SUMMARY_FILE = "run_summary.json"
 SMOKE_TRAIN = {"model_size": "tiny", "num_layers": 1, "hidden_size": 32, "num_heads": 2, "ffn_size": 64,
                "num_epochs": 1, "batch_size": 16, "gradient_accumulation_steps": 1, "warmup_steps": 2,
                "logging_steps": 4, "eval_steps": 8, "save_steps": 8, "eval_batch_size": 64, "compile": False,
-               "device": "auto"}
+               "device": "auto", "wandb": False}
 SMOKE_TRAIN_EXAMPLES, SMOKE_SET_EXAMPLES = 300, 40
 
 
@@ -111,27 +112,57 @@ def load_recipe(path):
     if missing := [key for key in ("description", "data") if key not in content]:
         raise ConfigError(f"{path}: missing {' and '.join(missing)}")
     name = os.path.splitext(os.path.basename(path))[0]
+    description, dataset = content["description"], content.get("dataset", name)
+    if not (isinstance(description, str) and description.strip()):
+        raise ConfigError(f"{path}: description must be text, got {description!r}")
+    if not (isinstance(dataset, str) and DIRECTORY_NAME.fullmatch(dataset)):
+        raise ConfigError(f"{path}: dataset must be a directory name (letters, digits, _ and -), got {dataset!r}")
+    vary_data_with_seed = content.get("vary_data_with_seed", False)
+    if not isinstance(vary_data_with_seed, bool):
+        raise ConfigError(f"{path}: vary_data_with_seed must be true or false, got {vary_data_with_seed!r}")
     data = data_config(content["data"], f"{path} data")
     if data.test_only:
         raise ConfigError(f"{path} data: test_only leaves nothing to train on; extra test sets go under evaluations")
-    train_flags = flag_values(TrainConfig, content.get("train") or {}, f"{path} train")
-    if runner_set := [flag for flag in RUNNER_FLAGS if flag in train_flags]:
-        raise ConfigError(f"{path} train: {', '.join(runner_set)} are set by the recipe's run (data and output "
-                          f"roots, --seeds, the selection section); remove them")
-    selection = test_set_config(content["selection"], f"{path} selection") if content.get("selection") else None
+    train_flags = train_settings(content.get("train"), f"{path} train")
+    selection = (test_set_config(content["selection"], f"{path} selection")
+                 if content.get("selection") is not None else None)
+    evaluations = content.get("evaluations") or {}
+    if not isinstance(evaluations, dict):
+        raise ConfigError(f"{path} evaluations: expected a mapping of set names to settings")
     evaluations = tuple(evaluation_set(set_name, values, f"{path} evaluations {set_name}")
-                        for set_name, values in (content.get("evaluations") or {}).items())
+                        for set_name, values in evaluations.items())
     seeds = content.get("seeds", [42])
-    if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)):
-        raise ConfigError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
-    recipe = Recipe(name, path, str(content["description"]).strip(), data, str(content.get("dataset", name)),
-                    bool(content.get("vary_data_with_seed", False)), tuple(seeds), train_flags, selection, evaluations)
+    if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)
+            and len(set(seeds)) == len(seeds)):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    recipe = Recipe(name, shown_path(path), description.strip(), data, dataset, vary_data_with_seed,
+                    tuple(seeds), train_flags, selection, evaluations)
     check_set_seeds(recipe, recipe.seeds)
     return recipe
 
 
+def shown_path(path):
+    """`path` relative to the working directory when it lies inside it (recipes/add10.yaml, however it was typed),
+    else absolute: the form summaries record and the report links."""
+    relative = os.path.relpath(path)
+    return os.path.abspath(path) if relative.startswith(os.pardir) else relative
+
+
+def train_settings(values, source):
+    """The train section as {flag field name: value}, checked by building the TrainConfig it describes."""
+    train_flags = flag_values(TrainConfig, values or {}, source)
+    if runner_set := [flag for flag in RUNNER_FLAGS if flag in train_flags]:
+        raise ConfigError(f"{source}: {', '.join(runner_set)} are set by the recipe's run (data and output roots, "
+                          f"--seeds, the selection section); remove them")
+    try:
+        config_from_flags(TrainConfig, train_flags)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return train_flags
+
+
 def data_config(values, source):
-    values = flag_values(DataConfig, values, source)
+    values = flag_values(DataConfig, {} if values is None else values, source)
     try:
         return DataConfig(**values)
     except ConfigError as error:
@@ -143,9 +174,11 @@ def test_set_config(values, source):
 
 
 def evaluation_set(name, values, source):
-    if not (isinstance(name, str) and SET_NAME.match(name)) or name in RESERVED_SET_NAMES:
+    if not (isinstance(name, str) and SET_NAME.fullmatch(name)) or name in RESERVED_SET_NAMES:
         raise ConfigError(f"{source}: a set's name is lower-case letters, digits and _ and not one of "
                           f"{', '.join(RESERVED_SET_NAMES)}")
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
     values = dict(values or {})
     flags = {key: values.pop(key) for key in SET_FLAGS if key in values}
     if not all(isinstance(value, bool) for value in flags.values()):
@@ -155,10 +188,15 @@ def evaluation_set(name, values, source):
 
 def check_set_seeds(recipe, seeds):
     """The extra sets are drawn with seeds of their own: one equal to the training data's would draw the training
-    problems again (where the settings match) instead of held-out ones."""
+    problems again (where the settings match) instead of held-out ones, and two sets with one seed would be one set
+    (the checkpoint chosen and scored on the same problems)."""
     data_seeds = set(seeds) if recipe.vary_data_with_seed else {recipe.data.seed}
     named = ([("selection", recipe.selection)] if recipe.selection else []) + [(s.name, s.data)
                                                                                  for s in recipe.evaluations]
+    set_seeds = [config.seed for _, config in named]
+    if len(set(set_seeds)) < len(set_seeds):
+        raise ConfigError(f"{recipe.path}: the selection and evaluation sets need a seed each, got "
+                          f"{', '.join(f'{name} {config.seed}' for name, config in named)}")
     for set_name, config in named:
         if config.seed in data_seeds:
             raise ConfigError(f"{recipe.path}: the {set_name} set's seed {config.seed} is also a seed of the training "
@@ -189,10 +227,12 @@ def parse_seeds(text):
 def in_recipe_dirs(recipe, config, explicit_flags, data_root="data", output_root="checkpoints"):
     """train.py --config: (config, the function that generates its data) for a run of the recipe's training section
     in the recipe's data and run dirs, except where --data-dir, --output-dir or --selection-data say otherwise."""
-    check_set_seeds(recipe, [config.seed])
+    if "seed" not in explicit_flags:  # the recipe's first seed, not train.py's default
+        config = replace(config, seed=recipe.seeds[0])
     placed = recipe.train_config(config, data_root, output_root, config.seed)
     given = {name: getattr(config, name) for name in ("data_dir", "output_dir", "selection_data")
              if name in explicit_flags}
+    check_set_seeds(recipe, [config.seed])
     names = [name for name, flag in (("train", "data_dir"), ("selection", "selection_data")) if flag not in given]
     return replace(placed, **given), lambda: prepare_data(recipe, data_root, config.seed, names)
 
@@ -227,7 +267,8 @@ def prepare_data(recipe, data_root, seed, names=None):
 def run_seed(recipe, config, explicit_flags, data_root, results_dir, command):
     """Runs the recipe's seed `config.seed` (config: from Recipe.train_config) end to end and returns its summary
     (None when a signal stopped the training first): writes <run dir>/run_summary.json, and a copy to
-    <results_dir>/<recipe>/seed-<seed>.json unless results_dir is None."""
+    <results_dir>/<recipe>/seed-<seed>.json unless results_dir is None or the run's settings differ from the
+    recipe's (then the figures are not the recipe's)."""
     setup_logging(os.path.join(config.output_dir, "logs", "training.log"))
     log.info(f"recipe {recipe.name}, seed {config.seed}: {recipe.description}")
     explicit_flags = explicit_flags | set(RUNNER_FLAGS)  # a run resumed under other data must say so
@@ -237,9 +278,12 @@ def run_seed(recipe, config, explicit_flags, data_root, results_dir, command):
     results = {"test": test_results}
     for test_set in recipe.evaluations:
         results[test_set.name] = evaluate_set(config, test_set, recipe.set_dir(data_root, test_set.name))
-    summary = run_summary(recipe, config, results, command)
+    summary = run_summary(recipe, config.output_dir, results, command)
     write_json(os.path.join(config.output_dir, SUMMARY_FILE), summary)
-    if results_dir is not None:
+    if summary["overrides"] and results_dir is not None:
+        log.warning(f"not recorded in {results_dir}/: the run's settings differ from {recipe.path} "
+                    f"({', '.join(f'{name} {value!r}' for name, value in summary['overrides'].items())})")
+    elif results_dir is not None:
         write_json(os.path.join(results_dir, recipe.name, f"seed-{config.seed}.json"), summary)
     log.info(f"{recipe.name} seed {config.seed}: " + " | ".join(
         f"{name} {entry['exact_match']:.4f}" for name, entry in summary["evaluations"].items()) +
@@ -248,45 +292,75 @@ def run_seed(recipe, config, explicit_flags, data_root, results_dir, command):
 
 
 def evaluate_set(config, test_set, directory):
-    """evaluate.py's job on one extra set, unless its results are already there and newer than best_model.pt."""
+    """evaluate.py's job on one extra set, unless its results are there already: newer than both best_model.pt and
+    the set's file, and with edge cases as the recipe asks."""
     output_file = os.path.join(config.output_dir, f"eval_{test_set.name}.json")
-    best_model = os.path.join(config.output_dir, ckpt.BEST_MODEL)
-    if os.path.exists(output_file) and os.path.getmtime(output_file) >= os.path.getmtime(best_model):
+    best_model, data_path = os.path.join(config.output_dir, ckpt.BEST_MODEL), split_path(directory, "test")
+    if os.path.exists(output_file) and os.path.getmtime(output_file) >= max(map(os.path.getmtime,
+                                                                                 (best_model, data_path))):
         with open(output_file) as f:
-            return json.load(f)
+            saved = json.load(f)
+        if saved.get("data_path") == data_path and ("edge_cases" in saved) == test_set.edge_cases:
+            return saved
     return evaluate_checkpoint(EvalConfig(
-        checkpoint=best_model, data_path=split_path(directory, "test"), batch_size=config.eval_batch_size,
-        device=config.device, edge_cases=test_set.edge_cases, num_mistakes=5, output_file=output_file))
+        checkpoint=best_model, data_path=data_path, batch_size=config.eval_batch_size, device=config.device,
+        edge_cases=test_set.edge_cases, num_mistakes=5, output_file=output_file))
 
 
-def run_summary(recipe, config, results, command):
-    """What the report reads of a run: the recipe and its command, the model, data and time, the selected step, the
-    exact match on every set (with how many of its problems the training split holds), and the selection curve."""
+def overrides(recipe, run_config):
+    """{flag: value} of the run's settings that change what it computes and differ from what the recipe says
+    (flags a resume may change, such as --no-wandb or --device, do not count)."""
+    as_written = config_from_flags(TrainConfig, recipe.train)
+    return {name: attribute(run_config, path) for name, (path, field) in flag_fields(TrainConfig).items()
+            if name not in RUNNER_FLAGS and not field.metadata["resumable"]
+            and attribute(run_config, path) != attribute(as_written, path)}
+
+
+def running_machine(config):
+    """This process's machine, for a run whose training_config.json does not name the one it trained on."""
+    return f"{machine_description(select_device(config.device))}, torch {torch.__version__}"
+
+
+def run_summary(recipe, output_dir, results, command):
+    """What the report reads of a run: the recipe and its command, the model, data and time as the run has them,
+    the selected step, the exact match on every set (with how many of its problems the training split holds), and
+    the selection curve. A summary written again for an unchanged run keeps its command and time."""
     def read(name):
-        with open(os.path.join(config.output_dir, name)) as f:
+        with open(os.path.join(output_dir, name)) as f:
             return json.load(f)
     layout, state = read(TRAINING_CONFIG_FILE), read(TRAINER_STATE_FILE)
-    shape = config.model
-    training_problems = set(read_split(split_path(config.data_dir, "train"))[0])
-    curve_key = "selection/exact_match" if config.selection_data else "val/exact_match"
-    return {
-        "recipe": recipe.name, "description": recipe.description, "recipe_file": recipe.path, "seed": config.seed,
-        "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(config),
+    run_config = config_from_dict(TrainConfig, layout["train_config"], os.path.join(output_dir, TRAINING_CONFIG_FILE))
+    shape = run_config.model
+    training_problems = set(read_split(split_path(run_config.data_dir, "train"))[0])
+    curve_key = "selection/exact_match" if run_config.selection_data else "val/exact_match"
+    summary = {
+        "recipe": recipe.name, "description": recipe.description, "recipe_file": recipe.path, "seed": run_config.seed,
+        "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": layout.get("machine") or running_machine(run_config),
+        "overrides": overrides(recipe, run_config),
         "model": {"size": shape.model_size, "layers": shape.num_layers, "width": shape.hidden_size,
                   "heads": shape.num_heads, "ffn": shape.ffn_size, "pos_encoding": shape.pos_encoding,
                   "num_parameters": layout["num_parameters"]},
         "data": {"format": layout["data_format"], "train_examples": layout["train_examples"],
-                 "data_dir": config.data_dir},
+                 "data_dir": run_config.data_dir},
         "training": {"steps": state["step"], "global_batch_size": layout["global_batch_size"],
                      "training_seconds": state["training_seconds"],
                      "evaluation_seconds": state["evaluation_seconds"]},
-        "selection": {"set": "selection" if config.selection_data else "val",
-                      "file": config.selection_data or split_path(config.data_dir, "val"),
+        "selection": {"set": "selection" if run_config.selection_data else "val",
+                      "file": run_config.selection_data or split_path(run_config.data_dir, "val"),
                       "step": results["test"]["model_step"], "exact_match": state["best_exact_match"]},
         "evaluations": {name: set_summary(entry, training_problems) for name, entry in results.items()},
         "curve": [{"step": entry["step"], "training_seconds": entry["train/training_seconds"],
                    "exact_match": entry[curve_key]} for entry in state["log_history"] if curve_key in entry],
     }
+    previous_path = os.path.join(output_dir, SUMMARY_FILE)
+    if os.path.exists(previous_path):
+        with open(previous_path) as f:
+            previous = json.load(f)
+        unchanged = {key: value for key, value in previous.items() if key not in ("command", "finished")}
+        if unchanged == {key: value for key, value in summary.items() if key not in ("command", "finished")}:
+            summary.update(command=previous["command"], finished=previous["finished"])
+    return summary
 
 
 def set_summary(results, training_problems):
@@ -301,20 +375,3 @@ def set_summary(results, training_problems):
     if len(results["exact_match_by_length"]) > 1:
         summary["by_length"] = {length: cell["exact_match"] for length, cell in results["exact_match_by_length"].items()}
     return summary
-
-
-def machine_description(config):
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if config.device == "auto" else config.device)
-    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else
-             f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
-    return f"{where}, torch {torch.__version__}"
-
-
-def cpu_name():
-    """The CPU's model name where Linux says it, else its architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return f"{platform.machine()} CPU"

@@ -18,6 +18,7 @@ from math_llm.recipes import SUMMARY_FILE
 log = logging.getLogger(__name__)
 README_BEGIN, README_END = "<!-- results table: scripts/report.py writes it -->", "<!-- end of results table -->"
 CURVES_PLOT, LENGTHS_PLOT = "results_curves.png", "results_by_length.png"
+README_ROWS = 12  # a front door's table; docs/results.md has every recipe
 TARGET = 0.99  # the accuracy whose time the recipe sections report
 MANY_LENGTHS = 10  # the length plot shows the sets that span more lengths than this (length generalisation)
 
@@ -26,16 +27,20 @@ def load_summaries(results_dir):
     """{recipe name: [summary of each seed, by seed]} from results_dir's <recipe>/seed-<seed>.json (as recorded in
     results/) or <recipe>/seed-<seed>/run_summary.json (the run dirs under checkpoints/); an unreadable file is a
     DataError naming it."""
-    runs = {}
+    runs, seen = {}, {}
     paths = glob.glob(os.path.join(results_dir, "*", "seed-*.json")) + \
         glob.glob(os.path.join(results_dir, "*", "seed-*", SUMMARY_FILE))
     for path in sorted(paths):
         try:
             with open(path) as f:
                 summary = json.load(f)
-            runs.setdefault(summary["recipe"], []).append(summary)
+            key = summary["recipe"], summary["seed"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DataError(f"{path}: not a run summary ({error})") from None
+        if key in seen:
+            raise DataError(f"{path}: recipe {key[0]} seed {key[1]} is also in {seen[key]}; keep one")
+        seen[key] = path
+        runs.setdefault(summary["recipe"], []).append(summary)
     return {name: sorted(summaries, key=lambda s: s["seed"]) for name, summaries in sorted(runs.items())}
 
 
@@ -141,17 +146,24 @@ def seconds_to(curve, target):
     return next((point["training_seconds"] for point in curve if point["exact_match"] >= target), None)
 
 
+def exact_matches(summaries, set_name):
+    """The exact match on `set_name` of each run that evaluated it."""
+    return [s["evaluations"][set_name]["exact_match"] for s in summaries if set_name in s["evaluations"]]
+
+
+def first_sentence(text):
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(".").replace("|", "\\|")
+
+
 def headline_row(summaries, results_link):
     first = summaries[0]
-    extra = [name for name in set_names(summaries) if name != "test"]
-    others = "; ".join(f"{name} {spread_text([s['evaluations'][name]['exact_match'] for s in summaries])}"
-                       for name in extra)
-    seconds = statistics.median(s["training"]["training_seconds"] for s in summaries)
-    tests = [s["evaluations"]["test"]["exact_match"] for s in summaries]
-    return (f"| [{first['recipe']}]({results_link}#{first['recipe']}) | {first['description'].split('.')[0]} | "
+    others = "; ".join(f"{name} {spread_text(exact_matches(summaries, name))}"
+                       for name in set_names(summaries) if name != "test")
+    median_seconds = statistics.median(s["training"]["training_seconds"] for s in summaries)
+    return (f"| [{first['recipe']}]({results_link}#{first['recipe']}) | {first_sentence(first['description'])} | "
             f"`{first['model']['size']}`, {first['model']['num_parameters']:,} | "
-            f"{first['data']['train_examples']:,} | {seconds:,.0f} s | {spread_text(tests)} | {others or '-'} | "
-            f"{len(summaries)} |")
+            f"{first['data']['train_examples']:,} | {median_seconds:,.0f} s | "
+            f"{spread_text(exact_matches(summaries, 'test'))} | {others or '-'} | {len(summaries)} |")
 
 
 def headline_table(runs, results_link=""):
@@ -165,6 +177,9 @@ def write_report(results_dir, recipe_paths, docs_dir, readme_path):
     """docs/results.md and its plots from every summary in results_dir, and README.md's headline table between its
     markers; recipes without runs are listed with their command. Returns the files written."""
     runs = load_summaries(results_dir)
+    if not runs:
+        raise DataError(f"{results_dir}: no run summaries (<recipe>/seed-<seed>.json or "
+                        f"<recipe>/seed-<seed>/{SUMMARY_FILE}); nothing to report")
     os.makedirs(docs_dir, exist_ok=True)
     not_run = [path for path in recipe_paths if os.path.splitext(os.path.basename(path))[0] not in runs]
     written = []
@@ -209,7 +224,10 @@ def write_report(results_dir, recipe_paths, docs_dir, readme_path):
         raise DataError(f"{readme_path}: no results table markers ({README_BEGIN} ... {README_END})")
     before, rest = readme.split(README_BEGIN, 1)
     after = rest.split(README_END, 1)[1]
-    table = "\n".join(headline_table({name: runs[name] for name in list(runs)[:12]},
+    if len(runs) > README_ROWS:
+        log.warning(f"{readme_path}: its table shows the first {README_ROWS} recipes of {len(runs)}; "
+                    f"{results_file} has all")
+    table = "\n".join(headline_table({name: runs[name] for name in list(runs)[:README_ROWS]},
                                      os.path.relpath(results_file, os.path.dirname(readme_path) or ".")))
     write_text(readme_path, f"{before}{README_BEGIN}\n{table}\n{README_END}{after}")
     written.append(readme_path)

@@ -2,6 +2,8 @@
 
 import contextlib
 import logging
+import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,17 @@ def select_device(name="auto"):
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but no CUDA device is available (use --device auto or cpu)")
     return torch.device(name)
+
+
+def machine_description(device):
+    """'NVIDIA H200' or 'AMD EPYC, 2 CPUs, 2 torch threads': what a measurement ran on."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
 
 
 def cpu_has_native_bf16():

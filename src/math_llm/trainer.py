@@ -31,7 +31,8 @@ from math_llm.files import write_json
 from math_llm.flags import choice_problems, config_from_dict, nested, option, resume_config
 from math_llm.model import ModelConfig, Transformer
 from math_llm.probe import ProbedModel, RunningSumProbe, add_running_sums
-from math_llm.runtime import DEVICES, autocast, precision_flag_problems, select_precision, synchronize
+from math_llm.runtime import (DEVICES, autocast, machine_description, precision_flag_problems, select_precision,
+                              synchronize)
 from math_llm.tokenizer import Tokenizer
 from math_llm.tracking import start_tracking
 from math_llm.trained_model import TrainedModel
@@ -86,7 +87,8 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model for training (evaluation and checkpoints use the "
                                   "uncompiled model); costs compile time at start, see docs/speed.md for when it pays",
                            group=SYSTEM, resumable=True)
-    wandb: bool = option(True, "disable Weights & Biases logging", group=SYSTEM, resumable=True)
+    wandb: bool = option(True, "log to Weights & Biases (online with a login, else offline); --no-wandb: off",
+                         group=SYSTEM, resumable=True)
     wandb_project: str = option("math-llm", "W&B project name", group=SYSTEM, resumable=True)
     device: str = option("auto", "auto picks CUDA when present", choices=DEVICES, group=SYSTEM,
                          resumable=True)
@@ -276,8 +278,9 @@ def load_training_data(config, ranks, device, vocab=None, prepare=None):
     `vocab`: a resumed run's own."""
     if ranks.is_main and prepare is not None:
         prepare()
-    ensure_dataset(config.data_dir, config.seed, generate=ranks.is_main and prepare is None)
-    barrier()
+    elif ranks.is_main:
+        ensure_dataset(config.data_dir, config.seed)
+    barrier()  # the other ranks look once rank 0 is done: a split it is still writing is no error
     datasets, tokenizer = load_splits(config.data_dir, Tokenizer(vocab) if vocab else None)
     for dataset in datasets.values():
         dataset.to(device)
@@ -364,7 +367,9 @@ def evaluate_on_val(config, trained, dataset, edge_sets, selection_set, device, 
         chosen_on, chosen = "selection", evaluate(trained, selection_set, {}, config.eval_batch_size, device, precision)
         log.info(summary_line(chosen, "selection"))
         metrics.update({f"selection/{key}": chosen[key] for key in ("exact_match", "token_accuracy", "loss")})
-    state.evaluation_seconds += results["seconds"] + (chosen["seconds"] if chosen is not results else 0)
+    state.evaluation_seconds += results["seconds"]
+    if selection_set is not None:
+        state.evaluation_seconds += chosen["seconds"]
     tracker.log(metrics, step=state.step)
     state.log_history.append({"step": state.step, "train/training_seconds": state.training_seconds,
                               **{key: value for key, value in metrics.items() if in_history(key)}})
@@ -406,17 +411,19 @@ def write_trainer_state(config, state, total_steps):
     best_model.pt, and every logged metric so far, with the seconds of training steps behind it (e.g. the time to
     reach an accuracy)."""
     write_json(os.path.join(config.output_dir, TRAINER_STATE_FILE),
-               {"step": state.step, "total_steps": total_steps, "selected_on": config.selection_data or "val",
+               {"step": state.step, "total_steps": total_steps, "selected_on": "selection" if config.selection_data else "val",
                 "best_exact_match": state.best_exact_match,
                 "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,  # none known
                 "training_seconds": state.training_seconds, "evaluation_seconds": state.evaluation_seconds,
                 "log_history": state.log_history})
 
 
-def write_training_config(config, trained, ranks, num_train, examples_per_step, total_steps):
-    """training_config.json: the layout of this (re)start; world size and global batch may differ from the last."""
+def write_training_config(config, trained, ranks, device, num_train, examples_per_step, total_steps):
+    """training_config.json: the layout of this (re)start; machine, world size and global batch may differ from the
+    last."""
     write_json(os.path.join(config.output_dir, TRAINING_CONFIG_FILE),
                {"train_config": asdict(config), **trained.description(),
+                "machine": f"{machine_description(device)}, torch {torch.__version__}",
                 "num_parameters": trained.model.num_parameters(), "train_examples": num_train,
                 "world_size": ranks.world_size, "global_batch_size": examples_per_step,
                 "steps_per_epoch": math.ceil(num_train / examples_per_step), "total_steps": total_steps})
@@ -506,7 +513,7 @@ def train(config, explicit_flags=frozenset(), prepare=None):
         with open(test_results_path) as f:
             return json.load(f)
     if ranks.is_main:
-        write_training_config(config, trained, ranks, num_train, examples_per_step, total_steps)
+        write_training_config(config, trained, ranks, device, num_train, examples_per_step, total_steps)
     shape = config.model
     log.info(f"model {shape.model_size} ({shape.num_layers} layers, width {shape.hidden_size}, {shape.num_heads} heads, "
              f"feed-forward {shape.ffn_size}): {trained.model.num_parameters():,} parameters | {config.num_epochs} "
