@@ -335,7 +335,7 @@ def run_summary(recipe, output_dir, results, command):
     curve_key = "selection/exact_match" if run_config.selection_data else "val/exact_match"
     summary = {
         "recipe": recipe.name, "description": recipe.description, "recipe_file": recipe.path, "seed": run_config.seed,
-        "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": command, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": layout.get("machine") or running_machine(run_config),
         "overrides": overrides(recipe, run_config),
         "model": {"size": shape.model_size, "layers": shape.num_layers, "width": shape.hidden_size,
@@ -357,9 +357,9 @@ def run_summary(recipe, output_dir, results, command):
     if os.path.exists(previous_path):
         with open(previous_path) as f:
             previous = json.load(f)
-        unchanged = {key: value for key, value in previous.items() if key not in ("command", "finished")}
-        if unchanged == {key: value for key, value in summary.items() if key not in ("command", "finished")}:
-            summary.update(command=previous["command"], finished=previous["finished"])
+        unchanged = {key: value for key, value in previous.items() if key not in ("command", "written")}
+        if unchanged == {key: value for key, value in summary.items() if key not in ("command", "written")}:
+            summary.update(command=previous["command"], written=previous["written"])
     return summary
 
 
