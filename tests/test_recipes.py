@@ -11,7 +11,7 @@ import pytest
 
 from math_llm.data import write_splits
 from math_llm.data_generation import DataConfig, generate_splits
-from math_llm.errors import ConfigError
+from math_llm.errors import ConfigError, DataError
 from math_llm.recipes import SMOKE_TRAIN, check_set_seeds, load_recipe, parse_seeds, prepare_data, smoke
 from math_llm.results import README_BEGIN, README_END, load_summaries, write_report
 from scripts.run_recipe import build_parser
@@ -138,6 +138,10 @@ def test_data_generated_with_other_settings_is_refused_not_replaced(tmp_path):
     write_splits(str(data_root / "r"), generate_splits(other), other)
     with pytest.raises(ConfigError, match=r"train.json: generated with other settings .* max_digits 3 \(recipe: 2\)"):
         prepare_data(recipe, str(data_root), 42)
+    (data_root / "r" / "val.json").unlink()
+    with pytest.raises(DataError, match=r"r: missing .*val.json; delete the directory and generate all of train, val"):
+        prepare_data(recipe, str(data_root), 42)
+    assert not (data_root / "r" / "val.json").exists()  # a partial dataset is never completed behind one's back
 
 
 @pytest.mark.slow
@@ -214,6 +218,10 @@ def test_a_finished_recipe_run_is_found_again_and_the_report_is_built_from_its_s
         (results_dir / name).mkdir(parents=True)
         (results_dir / name / f"seed-{summary['seed']}.json").write_text(json.dumps(summary))
     readme = tmp_path / "README.md"
+    readme.write_text("# title without the markers\n")
+    with pytest.raises(DataError, match="no results table markers"):
+        write_report(str(results_dir), [], str(tmp_path / "docs"), str(readme))
+    assert not (tmp_path / "docs").exists()  # nothing written before the README was found unfit
     readme.write_text(f"# title\n\n{README_BEGIN}\nold table\n{README_END}\n\nrest\n")
     recipe_paths = [os.path.relpath(path, REPO_ROOT) for path in RECIPES]  # as report.py lists them
     written = write_report(str(results_dir), recipe_paths, str(tmp_path / "docs"), str(readme))

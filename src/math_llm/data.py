@@ -117,13 +117,19 @@ def load_splits(data_dir, tokenizer=None):
     return datasets, tokenizer
 
 
+def dataset_present(data_dir, splits=SPLITS):
+    """Whether `data_dir` holds all of `splits` (False: none of them); some but not all is a DataError, so a partial
+    dataset is never silently completed or replaced."""
+    missing = [split for split in splits if not os.path.exists(split_path(data_dir, split))]
+    if 0 < len(missing) < len(splits):
+        raise DataError(f"{data_dir}: missing {', '.join(split_path(data_dir, s) for s in missing)}; delete the "
+                        f"directory and generate all of {', '.join(splits)} again")
+    return not missing
+
+
 def ensure_dataset(data_dir, seed):
     """A missing dataset is generated with the defaults; a partial one is an error, never silently replaced."""
-    missing = [split for split in SPLITS if not os.path.exists(split_path(data_dir, split))]
-    if 0 < len(missing) < len(SPLITS):
-        raise DataError(f"{data_dir}: missing {', '.join(split_path(data_dir, s) for s in missing)} "
-                        f"(regenerate all splits with scripts/generate_data.py --output-dir {data_dir})")
-    if missing:
+    if not dataset_present(data_dir):
         data_config = DataConfig(seed=seed)
         log.info(f"no dataset in {data_dir}/: generating the default one ({data_config})")
         write_dataset(data_dir, data_config)

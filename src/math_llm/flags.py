@@ -1,7 +1,7 @@
 """Command-line flags built from config dataclasses. A field with help text is a flag (`batch_size` is
 `--batch-size`) with the field's type, default and choices; a bool is `--<name>` / `--no-<name>` (either overrides a
-config file's value); a nested config's flags join the same command line in a group of their own. So a new hyperparameter is one field in one place, and its
-check one line of its config's `__post_init__`.
+config file's value); a nested config's flags join the same command line in a group of their own. So a new
+hyperparameter is one field in one place, and its check one line of its config's `__post_init__`.
 """
 
 import argparse
@@ -81,7 +81,7 @@ def add_flags(parser, config_class):
             group = group_for(field.metadata["group"] or inherited_group)
             kind = value_type(kind)
             if kind is bool:
-                group.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=field.default,
+                group.add_argument(flag_name(field), dest=field.name, default=field.default,
                                    action=argparse.BooleanOptionalAction, help=field.metadata["help"])
                 continue
             default_text = "" if field.default is None else " (default: %(default)s)"
@@ -183,7 +183,7 @@ def resume_config(config, explicit_flags, saved, source):
         if field.metadata["resumable"]:
             changes[path] = given
         elif value_type(field.type) is bool:
-            conflicts.append(f"--{'' if given else 'no-'}{name.replace('_', '-')} (run has {name} {had!r})")
+            conflicts.append(f"{flag_name(field) if given else '--no-' + flag_name(field)[2:]} (run has {name} {had!r})")
         else:
             conflicts.append(f"{flag_name(field)} {given!r} (run has {had!r})")
     if conflicts:

@@ -11,18 +11,16 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 
-import torch
 import yaml
 
 from math_llm import checkpoint as ckpt
-from math_llm.data import SPLITS, read_metadata, read_split, split_path, write_dataset
+from math_llm.data import SPLITS, dataset_present, read_metadata, read_split, split_path, write_dataset
 from math_llm.data_generation import DataConfig
 from math_llm.errors import ConfigError
 from math_llm.evaluation import EvalConfig, evaluate_checkpoint
 from math_llm.files import write_json
 from math_llm.flags import attribute, config_from_dict, config_from_flags, flag_fields, flag_values
 from math_llm.logging_setup import setup_logging
-from math_llm.runtime import machine_description, select_device
 from math_llm.trainer import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -247,14 +245,10 @@ def prepare_data(recipe, data_root, seed, names=None):
         if names is not None and name not in names:
             continue
         splits = ("test",) if config.test_only else SPLITS
-        present = [split for split in splits if os.path.exists(split_path(directory, split))]
-        if not present:
+        if not dataset_present(directory, splits):
             log.info(f"{recipe.name}: generating {directory}")
             write_dataset(directory, config)
             continue
-        if len(present) < len(splits):
-            raise ConfigError(f"{directory}: holds {', '.join(present)} but not all of {', '.join(splits)}; delete "
-                              f"it to have it generated again")
         path = split_path(directory, splits[0])
         saved = {key: value for key, value in read_metadata(path).items() if key != "split"}
         if saved != asdict(config):
@@ -316,11 +310,6 @@ def overrides(recipe, run_config):
             and attribute(run_config, path) != attribute(as_written, path)}
 
 
-def running_machine(config):
-    """This process's machine, for a run whose training_config.json does not name the one it trained on."""
-    return f"{machine_description(select_device(config.device))}, torch {torch.__version__}"
-
-
 def run_summary(recipe, output_dir, results, command):
     """What the report reads of a run: the recipe and its command, the model, data and time as the run has them,
     the selected step, the exact match on every set (with how many of its problems the training split holds), and
@@ -336,7 +325,7 @@ def run_summary(recipe, output_dir, results, command):
     summary = {
         "recipe": recipe.name, "description": recipe.description, "recipe_file": recipe.path, "seed": run_config.seed,
         "command": command, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": layout.get("machine") or running_machine(run_config),
+        "machine": layout["machine"],
         "overrides": overrides(recipe, run_config),
         "model": {"size": shape.model_size, "layers": shape.num_layers, "width": shape.hidden_size,
                   "heads": shape.num_heads, "ffn": shape.ffn_size, "pos_encoding": shape.pos_encoding,

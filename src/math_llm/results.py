@@ -63,12 +63,13 @@ def set_names(summaries):
 def log_replicates(summaries):
     """Each seed's exact match on every set, and their mean, minimum and maximum."""
     for name in set_names(summaries):
-        values = [s["evaluations"][name]["exact_match"] for s in summaries if name in s["evaluations"]]
+        seeds = [s["seed"] for s in summaries if name in s["evaluations"]]
+        values = exact_matches(summaries, name)
         stats = spread(values)
         log.info(f"{summaries[0]['recipe']} {name}: " + " ".join(
-            f"seed {s['seed']} {percent(s['evaluations'][name]['exact_match'])}" for s in summaries
-            if name in s["evaluations"]) + f" | mean {percent(stats['mean'])} min {percent(stats['min'])} max "
-            f"{percent(stats['max'])} over {len(values)} seeds")
+            f"seed {seed} {percent(value)}" for seed, value in zip(seeds, values)) +
+            f" | mean {percent(stats['mean'])} min {percent(stats['min'])} max {percent(stats['max'])} over "
+            f"{len(values)} seeds")
 
 
 def command_of(summaries):
@@ -180,6 +181,10 @@ def write_report(results_dir, recipe_paths, docs_dir, readme_path):
     if not runs:
         raise DataError(f"{results_dir}: no run summaries (<recipe>/seed-<seed>.json or "
                         f"<recipe>/seed-<seed>/{SUMMARY_FILE}); nothing to report")
+    with open(readme_path, encoding="utf-8") as f:
+        readme = f.read()
+    if README_BEGIN not in readme or README_END not in readme:  # before anything is written
+        raise DataError(f"{readme_path}: no results table markers ({README_BEGIN} ... {README_END})")
     os.makedirs(docs_dir, exist_ok=True)
     not_run = [path for path in recipe_paths if os.path.splitext(os.path.basename(path))[0] not in runs]
     written = []
@@ -218,10 +223,6 @@ def write_report(results_dir, recipe_paths, docs_dir, readme_path):
     write_text(results_file, "\n".join(lines))
     written.append(results_file)
 
-    with open(readme_path, encoding="utf-8") as f:
-        readme = f.read()
-    if README_BEGIN not in readme or README_END not in readme:
-        raise DataError(f"{readme_path}: no results table markers ({README_BEGIN} ... {README_END})")
     before, rest = readme.split(README_BEGIN, 1)
     after = rest.split(README_END, 1)[1]
     if len(runs) > README_ROWS:

@@ -77,7 +77,8 @@ class TrainConfig:
                                  "in-process, and workers would only add inter-process copies (see docs/speed.md)",
                               group=DATA, resumable=True)
     save_steps: int = option(1000, "save a checkpoint every N steps", group=LOGGING, resumable=True)
-    eval_steps: int = option(1000, "evaluate on the val split (and the --selection-data set) every N steps", group=LOGGING, resumable=True)
+    eval_steps: int = option(1000, "evaluate on the val split (and the --selection-data set) every N steps",
+                             group=LOGGING, resumable=True)
     logging_steps: int = option(100, "log training metrics every N steps", group=LOGGING, resumable=True)
     keep_checkpoints: int = option(3, "how many of the newest checkpoints to keep", group=LOGGING, resumable=True)
     fp16: bool = option(False, "mixed precision: fp16 autocast with GradScaler on CUDA; on CPU, bf16 autocast (fp16 "
