@@ -131,7 +131,8 @@ def measure_padding(args, device):
     """Training on numbers of 1-10 digits (reversed-all, the length-generalisation data), shuffled batches against
     --group-by-length."""
     config = DataConfig(num_examples=args.padding_examples, max_digits=10, format="reversed-all", test_only=True)
-    dataset = ArithmeticDataset(generate_splits(config)["test"], Tokenizer()).to(device)
+    examples = generate_splits(config)["test"]
+    dataset = ArithmeticDataset(examples, Tokenizer(), metadata={"format": config.format}).to(device)
     results = bench.padding_cost(dataset, device, batch_size=128, rounds=args.rounds)
     for name, row in results.items():
         log.info(f"padding, {args.padding_examples} problems of 1-10 digits, tiny, batch 128, {name}: "

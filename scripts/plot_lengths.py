@@ -21,7 +21,8 @@ log = logging.getLogger("math_llm.plot_lengths")
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", help="eval_<name>.json files that evaluate.py wrote")
+    parser.add_argument("results", nargs="+", help="eval_<name>.json files that evaluate.py wrote, or the "
+                                                   "test_results.json of a train.py run")
     parser.add_argument("--labels", help="comma-separated line labels (no commas inside), one per file (default: "
                                          "the position encoding and the checkpoint's directory)")
     parser.add_argument("--band", type=int, default=10, help="lengths per table column (default: %(default)s)")
@@ -36,9 +37,22 @@ def read_results(path):
             results = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
         raise DataError(f"{path}: cannot read evaluation results ({error})") from None
-    if "exact_match_by_length" not in results:
+    by_length = results.get("exact_match_by_length") if isinstance(results, dict) else None
+    if by_length is None:
         raise DataError(f"{path}: no exact_match_by_length inside; evaluate the model again with scripts/evaluate.py")
+    if not isinstance(by_length, dict) or not all(
+            length.isdigit() and isinstance(cell, dict) and {"exact_match", "count"} <= cell.keys()
+            for length, cell in by_length.items()):
+        raise DataError(f"{path}: exact_match_by_length must map each length to its exact_match and count, as "
+                        f"scripts/evaluate.py writes it")
     return results
+
+
+def run_label(results, path):
+    """'abacus (lengthgen_abacus)': the position encoding and the run's directory, that of the checkpoint the
+    results name, else the results file's own (results that do not name their checkpoint)."""
+    directory = os.path.dirname(results.get("checkpoint") or "") or os.path.dirname(os.path.abspath(path))
+    return f"{results.get('pos_encoding', 'learned')} ({os.path.basename(directory)})"
 
 
 def main():
@@ -47,9 +61,7 @@ def main():
     if args.band < 1:
         raise ConfigError(f"--band must be at least 1, got {args.band}")
     runs = [read_results(path) for path in args.results]
-    labels = args.labels.split(",") if args.labels else [
-        f"{run.get('pos_encoding', 'learned')} ({os.path.basename(os.path.dirname(run['checkpoint']))})"
-        for run in runs]
+    labels = args.labels.split(",") if args.labels else [run_label(run, path) for run, path in zip(runs, args.results)]
     if len(labels) != len(runs):
         raise ConfigError(f"--labels names {len(labels)} runs but {len(runs)} result files were given")
     trained = runs[0].get("trained_lengths")  # the shaded range: the first run's

@@ -1,6 +1,7 @@
 """The command-line front ends as a user runs them."""
 
 import json
+import shutil
 import signal
 
 import pytest
@@ -94,29 +95,24 @@ def test_evaluate_reports_a_missing_checkpoint_in_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "missing.pt: checkpoint not found" in result.stderr
 
 
-def test_interactive_completes_prompts_and_rejects_bad_input(tmp_path, reference_run):
-    result = run_script("interactive.py", "--checkpoint", reference_run / "best_model.pt", home=tmp_path,
-                        input="12+34=\n7+\n1*2=\n" + "1" * 40 + "=\n\n")
-    lines = result.stdout.splitlines()
-    assert any(line.startswith("> 12+34=") and line[len("> 12+34="):].isdigit() for line in lines)
-    assert any(line.startswith("> 7+") and "a partial prompt" in line for line in lines)
-    assert "invalid input: unknown character '*' at position 1" in result.stdout
-    assert f"invalid input: '{'1' * 40}=' has 41 tokens, more than the max_length of 32" in result.stdout
-
-
 def test_wandb_runs_offline_without_login_and_resume_continues_the_same_run(data_dir, tmp_path):
     output_dir = tmp_path / "run"
     flags = [arg for arg in train_args(data_dir, output_dir) if arg != "--no-wandb"]
     _, output = interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=90, sig=signal.SIGINT,
                                    flags=flags)
     assert "W&B is offline (no login found)" in output and "wandb sync" in output
+    stopped_at = int(output.split("stopped at step ")[1].split("/")[0])
+    first_loss = json.loads((output_dir / "trainer_state.json").read_text())["log_history"][0]["train/loss"]
     resumed = run_script("train.py", *flags, home=tmp_path)
+    assert "resuming" in resumed.stderr and "replaces 1 earlier one(s)" in resumed.stderr
     run_id = (output_dir / "wandb_run_id").read_text().strip()
-    run_dirs = sorted((output_dir / "wandb").glob("offline-run-*"))
-    assert len(run_dirs) == 2 and all(d.name.endswith(run_id) for d in run_dirs)
-    for run_dir in run_dirs:
-        assert (run_dir / f"run-{run_id}.wandb").stat().st_size > 0
-    assert "resuming" in resumed.stderr
+    run_dirs = list((output_dir / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1 and run_dirs[0].name.endswith(run_id)  # one folder holds the whole run
+    history = [json.loads(line) for line in (output_dir / "wandb_history.jsonl").read_text().splitlines()]
+    steps = [entry["step"] for entry in history if "train/loss" in entry["metrics"]]
+    assert steps == list(range(50, 401, 50)) and stopped_at < 400
+    # the first part's metrics were replayed into the folder of the second
+    assert json.dumps(first_loss).encode() in (run_dirs[0] / f"run-{run_id}.wandb").read_bytes()
 
 
 def test_evaluate_takes_a_hand_written_json_list(tmp_path, reference_run):
@@ -240,13 +236,13 @@ def test_length_generalisation_end_to_end(tmp_path):
 
     evaluated = run_script("evaluate.py", "--checkpoint", output_dir, "--data-dir", long_dir, home=tmp_path)
     assert "exact match (%) by length 4:" in evaluated.stderr and " 8:" in evaluated.stderr
-    results = json.loads((output_dir / "eval_test.json").read_text())
+    results = json.loads((output_dir / "eval_long_test.json").read_text())  # not the run's own split
     assert list(results["exact_match_by_length"]) == ["4", "5", "6", "7", "8"]
     assert all(cell["count"] == 20 for cell in results["exact_match_by_length"].values())
     assert results["trained_lengths"] == [1, 3] and results["pos_encoding"] == "abacus"
-    assert (output_dir / "eval_test_by_length.png").stat().st_size > 5000
+    assert (output_dir / "eval_long_test_by_length.png").stat().st_size > 5000
 
-    compared = run_script("plot_lengths.py", output_dir / "eval_test.json", "--output", tmp_path / "lengths.png",
+    compared = run_script("plot_lengths.py", output_dir / "eval_long_test.json", "--output", tmp_path / "lengths.png",
                           "--band", 5, home=tmp_path)
     assert compared.stdout.splitlines()[:2] == ["| run | 1-5 | 6-10 |", "|---|---:|---:|"]
     assert (tmp_path / "lengths.png").stat().st_size > 5000
@@ -265,3 +261,48 @@ def test_length_generalisation_end_to_end(tmp_path):
                          check=False)
     assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0
     assert "more than the max_length of 13 (train.py --max-length)" in refused.stderr
+
+
+@pytest.mark.parametrize("weights", ["pytorch_model.bin", "model.safetensors"])
+def test_evaluate_reads_a_runs_final_weights(weights, tmp_path, reference_run):
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    result = run_script("evaluate.py", "--checkpoint", run / weights, "--output-file", tmp_path / "final.json",
+                        home=tmp_path)
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["checkpoint"] == str(run / weights) and "step 400" in result.stderr
+    # the final weights are those of step 400: evaluating its checkpoint gives the same numbers
+    run_script("evaluate.py", "--checkpoint", run / "checkpoint-400.pt", "--output-file", tmp_path / "last.json",
+               home=tmp_path)
+    last = json.loads((tmp_path / "last.json").read_text())
+    assert final["exact_match"] == last["exact_match"] and final["loss"] == pytest.approx(last["loss"])
+
+
+def test_model_safetensors_stands_alone_and_cannot_run_code(tmp_path, reference_run, data_dir):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(reference_run / "model.safetensors", alone)  # without the run's config beside it
+    run_script("evaluate.py", "--checkpoint", alone / "model.safetensors", "--data-dir", data_dir, home=tmp_path)
+    assert json.loads((alone / "eval_test.json").read_text())["num_examples"] == 200
+    assert b"\x80" not in (alone / "model.safetensors").read_bytes()[:8]  # no pickle: a JSON header, then tensors
+
+
+def test_evaluate_scores_the_runs_own_test_split_and_keeps_each_files_results(tmp_path, reference_run, data_dir):
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    # from a directory without data/: the run's own split (it was trained on --data-dir elsewhere)
+    run_script("evaluate.py", "--checkpoint", run, home=tmp_path, cwd=tmp_path)
+    own = json.loads((run / "eval_test.json").read_text())
+    assert own["data_path"] == str(data_dir / "test.json")
+    assert own["exact_match"] == json.loads((run / "test_results.json").read_text())["exact_match"]
+    for directory in ("long", "other/long"):
+        run_script("generate_data.py", "--test-only", "--num-examples", 50, "--max-digits", 2, "--seed", 5,
+                   "--output-dir", tmp_path / directory, home=tmp_path)
+        run_script("evaluate.py", "--checkpoint", run, "--data-path", tmp_path / directory / "test.json",
+                   home=tmp_path)
+    written = sorted(path.name for path in run.glob("eval_*.json"))
+    assert len(written) == 3 and {"eval_long_test.json", "eval_test.json"} < set(written)
+    assert any(name.startswith("eval_long_test_") for name in written)  # the second long/test.json has its own
+    paths = {json.loads((run / name).read_text())["data_path"] for name in written}
+    assert paths == {str(data_dir / "test.json"), str(tmp_path / "long/test.json"),
+                     str(tmp_path / "other/long/test.json")}

@@ -42,11 +42,11 @@ def test_another_format_or_width_is_refused_naming_both(tmp_path):
 
 
 def test_a_problem_past_the_models_positions_or_digit_places_names_its_line(tmp_path):
-    dataset = data_file(tmp_path, ["1+1=2<end>", "123456+1=123457<end>"], "reversed-all")
-    with pytest.raises(DataError, match="test.json line 3: '123456\\+1=123457<end>' has 16 tokens, more than the "
+    dataset = data_file(tmp_path, ["1+1=2<end>", "123456+1=223456<end>"], "reversed-all")  # 654321 + 1
+    with pytest.raises(DataError, match="test.json line 3: '123456\\+1=223456<end>' has 16 tokens, more than the "
                                         "max_length of 12"):
         trained_on("reversed-all", max_length=12).check_datasets(dataset)
-    with pytest.raises(DataError, match="test.json line 3: '123456\\+1=123457<end>' has a number that reaches "
+    with pytest.raises(DataError, match="test.json line 3: '123456\\+1=223456<end>' has a number that reaches "
                                         "digit place 7, beyond the model's 6 \\(train.py --digit-positions\\)"):
         trained_on("reversed-all", pos_encoding="abacus", digit_positions=7).check_datasets(dataset)
     trained_on("reversed-all", pos_encoding="rope").check_datasets(dataset)

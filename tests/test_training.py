@@ -102,6 +102,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(data_dir, reference_run,
     interrupt_training(data_dir, output_dir, tmp_path, after_checkpoint=120, sig=signal.SIGKILL)
     resumed = run_script("train.py", "--output-dir", output_dir, home=tmp_path)  # the README's resume command
     assert "resuming" in resumed.stderr
+    assert "taking over the lock of a run that ended without releasing it (pid" in resumed.stderr
     assert_same_weights(final_weights(output_dir), final_weights(reference_run))
 
 
@@ -269,3 +270,48 @@ def test_a_run_resumes_in_the_directory_it_is_found_in_whatever_its_saved_config
     config, checkpoint, source = resumed_run(TrainConfig(output_dir=str(tmp_path)), frozenset())
     assert (config.output_dir, config.learning_rate, checkpoint) == (str(tmp_path), 3e-3, None)
     assert source == str(tmp_path / "training_config.json")
+
+
+def test_a_run_extended_with_more_epochs_decays_from_where_it_is_without_a_jump():
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=10, min_learning_rate_ratio=0.1)
+    rate = learning_rate_at(60, config, 100)  # mid-run, extended to 300 steps from here
+    rates = [learning_rate_at(step, config, 300, 10, (60, rate)) for step in range(60, 301)]
+    assert rates[0] == pytest.approx(rate) and rates[-1] == pytest.approx(1e-4)
+    assert all(later <= earlier for earlier, later in zip(rates, rates[1:]))
+    # a finished run sits at the floor: extended, it goes on there
+    assert learning_rate_at(150, config, 200, 10, (100, 1e-4)) == pytest.approx(1e-4)
+
+
+@slow
+def test_a_finished_run_is_extended_by_giving_more_epochs(reference_run, tmp_path):
+    output_dir = tmp_path / "copy"
+    shutil.copytree(reference_run, output_dir)
+    result = run_script("train.py", "--output-dir", output_dir, "--num-epochs", 10, home=tmp_path)
+    assert "resuming" in result.stderr and "the run planned 8" in result.stderr
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["step"] == state["total_steps"] == 500
+    rates = [entry["train/learning_rate"] for entry in state["log_history"]
+             if "train/learning_rate" in entry and entry["step"] > 400]
+    assert rates and all(rate == pytest.approx(3e-4) for rate in rates)  # the floor, 0.1 x 3e-3
+    assert json.loads((output_dir / "training_config.json").read_text())["train_config"]["num_epochs"] == 10
+    assert not torch.equal(final_weights(output_dir)["ln_final.weight"],
+                           final_weights(reference_run)["ln_final.weight"])
+
+
+@slow
+def test_init_from_starts_a_new_run_from_the_weights_of_another(reference_run, data_dir, tmp_path):
+    output_dir = tmp_path / "fine-tuned"
+    # A learning rate too small to change a prediction: the new run scores what the model it starts from scores
+    result = run_script("train.py", "--init-from", reference_run, *train_args(data_dir, output_dir),
+                        "--learning-rate", 1e-12, "--num-epochs", 1, "--model-size", "tiny", home=tmp_path)
+    assert f"starting from the weights of {reference_run / 'best_model.pt'}" in result.stderr
+    started = json.loads((output_dir / "test_results.json").read_text())
+    original = json.loads((reference_run / "test_results.json").read_text())
+    assert started["exact_match"] == original["exact_match"]
+    assert started["loss"] == pytest.approx(original["loss"], rel=1e-5)  # an untrained model's is ~2.5 x higher
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["step"] == 50  # a run of its own: 1 epoch of 50 steps, counted from 0
+    conflict = run_script("train.py", "--init-from", reference_run, "--hidden-size", 32,
+                          *train_args(data_dir, tmp_path / "other"), home=tmp_path, check=False)
+    assert conflict.returncode == 1 and conflict.stderr.strip().endswith(
+        "a run started from a model has that model's shape; drop --hidden-size 32 (the model has 64)")

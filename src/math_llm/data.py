@@ -3,28 +3,36 @@ evaluator read.
 
 A problem is stored as its full text, "a+b=c<end>"; the prompt is everything up to the first "=", the answer the
 rest. The data format (how numbers are written, formats.py) is chosen at generation and recorded in every file.
+Every example read is checked against its problem, so a wrong answer is never trained on or scored against.
 """
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import os
+import shlex
+import shutil
 import time
-from dataclasses import asdict
+import uuid
+from dataclasses import asdict, fields
 
+import numpy as np
 import torch
 
 from math_llm.data_generation import DataConfig, generate_splits, summarize
 from math_llm.errors import ConfigError, DataError
 from math_llm.files import atomic_open
-from math_llm.formats import data_format
+from math_llm.flags import flag_name
+from math_llm.formats import FORMATS, data_format
 from math_llm.model import IGNORE_INDEX
 from math_llm.operations import OPERATION_NAMES, operation
-from math_llm.problems import parse_prompt, prompt_operator, split_example
-from math_llm.tokenizer import Tokenizer, TokenizerError, vocab_for
+from math_llm.problems import Problem, final_answer, parse_prompt, prompt_operator, split_example, written_steps
+from math_llm.tokenizer import DIGITS, Tokenizer, TokenizerError, vocab_for
 
 SPLITS = ("train", "val", "test")
+FORMAT_SAMPLE = 100  # the first examples of a file that another format must also fit to be named as its own
 log = logging.getLogger(__name__)
 
 
@@ -41,10 +49,31 @@ def write_split(path, examples, metadata):
 
 
 def write_splits(data_dir, splits, config):
-    os.makedirs(data_dir, exist_ok=True)
-    for split, examples in splits.items():
-        write_split(split_path(data_dir, split), examples,
-                    {"split": split, **asdict(config)})
+    """Writes all the splits or none: into a new directory beside `data_dir`, moved into place once complete, so
+    that a kill or an error mid-generation leaves no partial dataset behind."""
+    target = os.path.abspath(data_dir)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    temp_dir = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.partial-{uuid.uuid4().hex[:12]}")
+    os.mkdir(temp_dir)  # the permissions that os.makedirs gives (tempfile.mkdtemp's are private to the user)
+    try:
+        for split, examples in splits.items():
+            write_split(split_path(temp_dir, split), examples, {"split": split, **asdict(config)})
+        move_splits(temp_dir, target)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def move_splits(temp_dir, data_dir):
+    """Moves the split files of `temp_dir` to `data_dir`: a missing `data_dir` by renaming the directory, at once;
+    an existing one file by file, its old test split removed first and the new one moved last, so that a kill
+    midway leaves some splits (which dataset_present refuses), never all of them partly old."""
+    if not os.path.exists(data_dir):
+        os.rename(temp_dir, data_dir)
+        return
+    if os.path.exists(split_path(data_dir, "test")):
+        os.remove(split_path(data_dir, "test"))
+    for name in sorted(os.listdir(temp_dir), key=lambda name: name == "test.json"):
+        os.replace(os.path.join(temp_dir, name), os.path.join(data_dir, name))
 
 
 def read_split(path):
@@ -127,6 +156,34 @@ def dataset_present(data_dir, splits=SPLITS):
     return not missing
 
 
+def check_resumed_data(run_dir, data_dir, data_config):
+    """A resumed run must find the data it was trained on: one generated in its place would only be refused as
+    changed. Its absence is a DataError saying how to get it back; `data_config`, the DataConfig fields that the
+    run's checkpoint holds, gives the command that generates it again."""
+    missing = [os.path.basename(split_path(data_dir, split)) for split in SPLITS
+               if not os.path.exists(split_path(data_dir, split))]
+    if missing:
+        command = generation_command(data_config, data_dir)
+        raise DataError(f"cannot resume {run_dir}: its data in {data_dir} is gone (no {', '.join(missing)}); move it "
+                        f"back{f', or generate it again: {command}' if command else ''}")
+
+
+def generation_command(data_config, data_dir):
+    """The generate_data.py command that writes the data of `data_config` (DataConfig's fields, as data files
+    record them) to `data_dir`, its flags those that differ from the defaults; None for data not recorded so (a
+    hand-written file, or one of a version with other fields)."""
+    if set(data_config) != {field.name for field in fields(DataConfig)}:
+        return None
+    words = ["python", "scripts/generate_data.py"]
+    for field in fields(DataConfig):
+        value = data_config[field.name]
+        if value is True:
+            words.append(flag_name(field))
+        elif value != field.default:
+            words += [f"{flag_name(field)}={value}"] if str(value).startswith("-") else [flag_name(field), str(value)]
+    return shlex.join(words + ["--output-dir", str(data_dir)])
+
+
 def ensure_dataset(data_dir, seed):
     """A missing dataset is generated with the defaults; a partial one is an error, never silently replaced."""
     if not dataset_present(data_dir):
@@ -178,19 +235,22 @@ class ArithmeticDataset:
                 prompt_operator(prompt)  # raises on a prompt that is not a problem
                 ids = tokenizer.encode(text)
             except (ValueError, TokenizerError) as error:
-                line = line_of_example(file_text, examples, index) if file_text else None
-                raise DataError(f"{source} {f'line {line}' if line else f'example {index}'}: {error}") from None
+                raise DataError(f"{self.location(index, file_text)}: {error}") from None
             self.prompts.append(prompt)
             self.answers.append(answer)
             encoded.append(ids)
+        self.check_answers(file_text, format_stated="format" in (metadata or {}))
 
         equals_id = tokenizer.token_to_id["="]
         self.lengths = torch.tensor([len(ids) for ids in encoded])
         self.prompt_lengths = torch.tensor([ids.index(equals_id) + 1 for ids in encoded])
         longest = int(self.lengths.max())
-        self.tokens = torch.tensor([ids + [tokenizer.end_id] * (longest - len(ids)) for ids in encoded])
-        # targets[i, j] is the token the model must predict at input position j-1; only answer tokens count.
+        # Filled from one flat array: built from padded lists, the tensor of a million problems takes 8x as long
         positions = torch.arange(longest)
+        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(self.lengths.sum()))
+        self.tokens = torch.full((len(encoded), longest), tokenizer.end_id)
+        self.tokens[positions < self.lengths[:, None]] = torch.from_numpy(flat)
+        # targets[i, j] is the token the model must predict at input position j-1; only answer tokens count.
         is_answer = (positions >= self.prompt_lengths[:, None]) & (positions < self.lengths[:, None])
         self.targets = torch.where(is_answer, self.tokens, IGNORE_INDEX)
         self.extra_targets = {}  # name: [examples, longest] per-token targets of an auxiliary loss, batched alike
@@ -204,13 +264,46 @@ class ArithmeticDataset:
     def __len__(self):
         return len(self.examples)
 
-    def location(self, index):
-        """Where example `index` comes from, for messages: 'data/test.json line 7' ('example 6' without a file)."""
-        line = None
-        if os.path.isfile(self.source):
+    def location(self, index, file_text=None):
+        """Where example `index` comes from, for messages: 'data/test.json line 7' ('example 6' without a file).
+        `file_text`: the file's text, when the caller holds it."""
+        if file_text is None and os.path.isfile(self.source):
             with open(self.source, encoding="utf-8") as f:
-                line = line_of_example(f.read(), self.examples, index)
+                file_text = f.read()
+        line = line_of_example(file_text, self.examples, index) if file_text else None
         return f"{self.source} line {line}" if line else f"{self.source} example {index}"
+
+    def check_answers(self, file_text, format_stated):
+        """Every answer, scratchpad steps included, must be what its problem gives in the dataset's format, and in
+        the formats padded to one width every operand must have that width: a wrong answer is otherwise trained on,
+        or scored against, without a word. The first wrong one is a DataError naming its line, or the format the
+        file is written in where its metadata names another (`format_stated`: whether it names one at all)."""
+        data_format, width = self.format, self.operand_width
+        for index, (prompt, answer) in enumerate(zip(self.prompts, self.answers)):
+            try:
+                mistake = answer_mistake(prompt, answer, data_format, width)
+                if mistake:
+                    mistake = f"{self.examples[index]!r} {mistake}"
+            except ValueError as error:  # no problem (a zero divisor), or none that the format can write
+                mistake = str(error)
+            if mistake:
+                if written_in := self.written_format(index):
+                    mistake = f"written in the {written_in.name!r} format, but " + (
+                        f"its metadata says {data_format.name!r}" if format_stated else
+                        f"a file whose metadata names no format is read as 'plain' (write it as "
+                        f'{{"metadata": {{"format": "{written_in.name}"}}, "examples": [...]}})')
+                raise DataError(f"{self.location(index, file_text)}: {mistake}")
+
+    def written_format(self, index):
+        """The format other than the dataset's in which example `index` and the first examples of the dataset are
+        all right, or None: the one its text is likely written in."""
+        sample = [index, *range(min(FORMAT_SAMPLE, len(self)))]
+        for candidate in FORMATS.values():
+            width = first_operand_digits(self.prompts[0]) if candidate.fixed_width else None
+            if candidate != self.format and all(is_right(self.prompts[i], self.answers[i], candidate, width)
+                                                for i in sample):
+                return candidate
+        return None
 
     def add_token_targets(self, name, values):
         """Adds per-token targets [examples, longest] of an auxiliary loss (NaN where there is none), aligned with the
@@ -251,10 +344,7 @@ class ArithmeticDataset:
     @property
     def operand_width(self):
         """Digits per operand in the formats padded to one width (the model learned that width), None in others."""
-        if not self.format.fixed_width:
-            return None
-        first = self.prompts[0]
-        return len(first) - len(first.lstrip("0123456789"))  # the digits before the first operator
+        return first_operand_digits(self.prompts[0]) if self.format.fixed_width else None
 
     def batch(self, indices, device_indices=None):
         """(inputs, targets, extra targets), each [batch, longest-in-batch - 1]: padding only to the longest sequence
@@ -265,3 +355,39 @@ class ArithmeticDataset:
         rows = indices if device_indices is None else device_indices
         extra = {name: values[rows, 1:longest] for name, values in self.extra_targets.items()}
         return self.tokens[rows, : longest - 1], self.targets[rows, 1:longest], extra
+
+
+def first_operand_digits(prompt):
+    """The digits before the first operator."""
+    return len(prompt) - len(prompt.lstrip(DIGITS))
+
+
+def answer_mistake(prompt, answer, data_format, width=None):
+    """What is wrong with `answer` to `prompt` in `data_format` (whose operands have `width` digits in the formats
+    padded to one width), or None; a ValueError for a prompt that is no problem, or none the format can write. The
+    prompt is split without parse_prompt's pattern, which prompt_operator has matched already: a training split may
+    hold a million problems."""
+    operator = prompt[first_operand_digits(prompt)]
+    texts = prompt[:-1].split(operator)
+    if width and any(len(text) != width for text in texts):
+        return (f"has operands of {' and '.join(str(len(text)) for text in texts)} digits, but the "
+                f"{data_format.name!r} format pads all operands of a file to one width, here {width} (its first's)")
+    problem = Problem(operator, tuple(int(text[::-1] if data_format.reverse_operands else text) for text in texts))
+    expected = problem.answer_text(data_format, width)
+    if answer == expected:
+        return None
+    if final_answer(answer) != final_answer(expected):
+        return f"states the answer {final_answer(answer)}, but {prompt[:-1]} = {final_answer(expected)}"
+    steps = itertools.zip_longest(written_steps(answer), written_steps(expected), fillvalue="")
+    for number, (written, right) in enumerate(steps, 1):
+        if written != right:
+            return f"writes step {number} of its scratchpad as {written!r}, but {prompt[:-1]} takes {right!r}"
+    return f"writes the answer {answer!r}, but {prompt[:-1]} = {expected!r}"  # the same steps, laid out otherwise
+
+
+def is_right(prompt, answer, data_format, width=None):
+    """Whether `answer` is right in `data_format`, for guessing the format of a file: any failure is a no."""
+    try:
+        return answer_mistake(prompt, answer, data_format, width) is None
+    except ValueError:
+        return False

@@ -271,6 +271,12 @@ def sample_distinct_long_tuples(ranges, count, rng):
 # ---------------------------------------------------------------------------------------------------------------
 # The dataset
 
+def progress_disabled(count):
+    """tqdm's `disable` for a loop over `count` items: no bar for fewer than 200,000 (done in moments), and None
+    otherwise, a bar only when stderr is a terminal, so that redirected output holds no carriage returns."""
+    return True if count < 200_000 else None
+
+
 def sample_group(op, num_operands, count, config, rng):
     """`count` distinct operand tuples for one (operation, number of operands) group of the dataset."""
     if config.sampling == "uniform":
@@ -287,7 +293,7 @@ def sample_group(op, num_operands, count, config, rng):
         quotas = fill_quotas(count, capacities)
     parts = []
     for lengths, quota in tqdm(list(zip(length_tuples, quotas)), desc=f"sampling {op.symbol}",
-                               unit="length tuple", disable=count < 200_000, leave=False):
+                               unit="length tuple", disable=progress_disabled(count), leave=False):
         if config.sampling == "carry-balanced":
             parts.append(sample_carry_balanced(op, lengths, quota, rng))
         else:
@@ -359,7 +365,8 @@ def generate_splits(config):
 def summarize(examples, config):
     """Counts by operation, operand digit lengths and number of carries, for the generation log."""
     by_operation, by_digits, by_carries = Counter(), Counter(), Counter()
-    for text in tqdm(examples, desc="summarizing", unit="problem", disable=len(examples) < 200_000, leave=False):
+    for text in tqdm(examples, desc="summarizing", unit="problem", disable=progress_disabled(len(examples)),
+                     leave=False):
         problem = parse_prompt(split_example(text)[0], config.data_format)
         by_operation[problem.operator] += 1
         by_digits[problem.digits_key] += 1

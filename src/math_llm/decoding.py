@@ -1,10 +1,13 @@
 """Greedy decoding: a plain loop outside the model, batched over prompts of equal length, with a KV cache; the
 answers of a whole dataset decoded that way, and the naive one-problem-at-a-time decoder they are tested against."""
 
+import os
 from collections import defaultdict
 
 import torch
+from tqdm import tqdm
 
+from math_llm.distributed import is_main_process
 from math_llm.model import KVCache
 from math_llm.runtime import autocast
 
@@ -50,20 +53,24 @@ def answer_budgets(model, dataset):
 @torch.no_grad()
 def dataset_answers(model, dataset, tokenizer, batch_size, device, precision):
     """Greedy answers for every problem of `dataset`; prompts are grouped by length so a batch needs no padding,
-    and each batch stops at its longest budget (answer_budgets)."""
+    and each batch stops at its longest budget (answer_budgets). A large test set takes a while, so a progress bar
+    counts the problems: on rank 0 only, and only when stderr is a terminal (disable=None), as training's does."""
     answers = [None] * len(dataset)
     by_prompt_length = defaultdict(list)
     for index, length in enumerate(dataset.prompt_lengths.tolist()):
         by_prompt_length[length].append(index)
     budgets = answer_budgets(model, dataset)
-    for prompt_length, indices in by_prompt_length.items():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            prompts = dataset.tokens[chunk, :prompt_length].to(device)
-            with autocast(device, precision):
-                generated = greedy_generate(model, prompts, max(budgets[i] for i in chunk), tokenizer.end_id)
-            for index, ids in zip(chunk, generated):
-                answers[index] = tokenizer.decode(ids[:budgets[index]])
+    with tqdm(total=len(dataset), desc=f"evaluating {os.path.basename(dataset.source)}", unit="problem",
+              dynamic_ncols=True, leave=False, disable=None if is_main_process() else True) as progress:
+        for prompt_length, indices in by_prompt_length.items():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                prompts = dataset.tokens[chunk, :prompt_length].to(device)
+                with autocast(device, precision):
+                    generated = greedy_generate(model, prompts, max(budgets[i] for i in chunk), tokenizer.end_id)
+                for index, ids in zip(chunk, generated):
+                    answers[index] = tokenizer.decode(ids[:budgets[index]])
+                progress.update(len(chunk))
     return answers
 
 
@@ -79,12 +86,14 @@ def naive_answers(model, dataset, tokenizer, device):
 
 
 def complete(trained, prompt, device):
-    """The model's greedy continuation of one typed prompt, e.g. '12+34=' -> '46' (ValueError for one it cannot
-    read). A model without a length limit (rope, abacus) may write up to seven times the prompt's length, or up to
-    its training max_length if longer."""
+    """The model's greedy continuation of one prompt and whether it ended with the end token: '12+34=' ->
+    ('46', True); False where the budget ran out first, so the text is cut off (ValueError for a prompt the model
+    cannot read). A model without a length limit (rope, abacus) may write up to seven times the prompt's length, or
+    up to its training max_length if longer."""
     model = trained.model
     ids = torch.tensor([trained.encode_prompt(prompt)], device=device)
     budget = (model.max_tokens or max(model.config.max_length, 8 * ids.shape[1])) - ids.shape[1]
     if budget <= 0:
         raise ValueError(f"prompt {prompt!r} already fills the model's max_length {model.config.max_length}")
-    return trained.tokenizer.decode(greedy_generate(model, ids, budget, trained.tokenizer.end_id)[0])
+    generated = greedy_generate(model, ids, budget, trained.tokenizer.end_id)[0]
+    return trained.tokenizer.decode(generated), len(generated) < budget  # shorter: it stopped at the end token

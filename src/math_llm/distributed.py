@@ -103,6 +103,11 @@ def all_gather_objects(obj):
     return gathered
 
 
+def is_main_process():
+    """Whether this is rank 0 of a torchrun job, or the only process: the one that shows progress bars."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def rank_shard(dataset):
     """This rank's share of a split under torchrun, every world_size-th problem (the whole split otherwise)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

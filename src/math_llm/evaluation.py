@@ -3,6 +3,8 @@ running-sum probe, timed; the report a reader looks at first; the JSON, heatmap 
 evaluate.py's whole job, from its config to its files.
 """
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -17,6 +19,7 @@ from math_llm.flags import choice_problems, option
 from math_llm.metrics import edge_case_metrics, split_metrics
 from math_llm.plots import save_grid_heatmap, save_length_plot
 from math_llm.probe import TARGET_NAME, add_running_sums, pooled_rmse, running_sum_readout
+from math_llm.run_lock import writable_dir
 from math_llm.runtime import DEVICES, precision_flag_problems, select_device, select_precision
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,8 @@ log = logging.getLogger(__name__)
 class EvalConfig:
     checkpoint: str = option("checkpoints/best_model.pt", "best_model.pt, a checkpoint-N.pt, or an output dir (its "
                                                           "best_model.pt, else its newest readable checkpoint)")
-    data_dir: str = option("data", "directory with the split files")
+    data_dir: str | None = option(None, "directory with the split files (default: the one the model was trained "
+                                        "on, as its run recorded it)")
     split: str = option("test", "which split of --data-dir to evaluate", choices=SPLITS)
     data_path: str | None = option(None, "evaluate this JSON file instead of a split")
     batch_size: int = option(256, "evaluation batch size")
@@ -36,9 +40,11 @@ class EvalConfig:
     num_mistakes: int = option(10, "wrong answers to print")
     edge_cases: bool = option(True, "score the edge cases too (all-9 operands, carries through every digit, zeros); "
                                     "--no-edge-cases: skip them")
-    output_file: str | None = option(None, "where to write the results as JSON (default: eval_<file name>.json "
-                                           "beside the checkpoint, e.g. eval_test.json); the heatmap and the plot "
-                                           "by length go beside it, as <stem>_heatmap.png and <stem>_by_length.png")
+    output_file: str | None = option(None, "where to write the results as JSON (default: beside the checkpoint, "
+                                           "eval_<split>.json for a split of the model's own data, else "
+                                           "eval_<directory>_<file name>.json, e.g. eval_long_test.json); the "
+                                           "heatmap and the plot by length go beside it, as <stem>_heatmap.png and "
+                                           "<stem>_by_length.png")
 
     def __post_init__(self):
         problems = precision_flag_problems(self.fp16, self.bf16) + choice_problems(self)
@@ -93,11 +99,13 @@ def publish(results, name, output_file, heatmap_file, title, length_plot_file=No
 
 
 def evaluate_checkpoint(config):
-    """What evaluate.py does: load the model, read and check the data, evaluate, report, write the files. Returns
-    the results."""
+    """What evaluate.py does: load the model, read and check the data (by default its own run's split), evaluate,
+    report, write the files. Returns the results."""
     device = select_device(config.device)
     trained = load_model(config.checkpoint, device)
-    data_path = config.data_path or split_path(config.data_dir, config.split)
+    data_path = config.data_path or split_path(config.data_dir or trained.data_dir or "data", config.split)
+    output_file = config.output_file or default_output_file(trained, data_path, config.split)
+    writable_dir(os.path.dirname(output_file) or ".", "--output-file")  # before minutes of work
     dataset = ArithmeticDataset.from_file(data_path, trained.tokenizer)
     trained.check_datasets(dataset)
     log.info(f"evaluating {trained.source} (step {trained.step}, {trained.model.num_parameters():,} parameters) on "
@@ -109,12 +117,41 @@ def evaluate_checkpoint(config):
     results = evaluate(trained, dataset, edge_sets, config.batch_size, device, precision, config.num_mistakes)
 
     name = os.path.splitext(os.path.basename(data_path))[0]
-    output_file = config.output_file or os.path.join(os.path.dirname(trained.source), f"eval_{name}.json")
     stem = os.path.splitext(output_file)[0]
     images = publish(results, name, output_file, stem + "_heatmap.png", f"{trained.source} on {data_path}",
                      stem + "_by_length.png")
     log.info(f"results written to {output_file}" + "".join(f"; {image}" for image in images))
     return results
+
+
+def default_output_file(trained, data_path, split):
+    """Where evaluate.py writes the results of `trained` on `data_path` unless told: beside the checkpoint,
+    eval_<split>.json for a split of the model's own data, eval_<directory>_<file name>.json for any other file,
+    and a name with a hash of the path where that one holds the results of another file: results of different data
+    files never overwrite each other."""
+    directory = os.path.dirname(trained.source)
+    own_split = trained.data_dir and same_path(data_path, split_path(trained.data_dir, split))
+    parent = os.path.basename(os.path.dirname(os.path.abspath(data_path)))
+    name = split if own_split else f"{parent}_{os.path.splitext(os.path.basename(data_path))[0]}"
+    path = os.path.join(directory, f"eval_{name}.json")
+    if results_of_another_file(path, data_path):
+        digest = hashlib.sha256(os.path.abspath(data_path).encode()).hexdigest()[:8]
+        path = os.path.join(directory, f"eval_{name}_{digest}.json")
+    return path
+
+
+def same_path(first, second):
+    return os.path.abspath(first) == os.path.abspath(second)
+
+
+def results_of_another_file(results_path, data_path):
+    """Whether `results_path` holds evaluation results of a data file other than `data_path`."""
+    try:
+        with open(results_path) as f:
+            evaluated = json.load(f).get("data_path")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(evaluated, str) and not same_path(evaluated, data_path)
 
 
 def scalar_metrics(results, prefix):
@@ -212,5 +249,12 @@ def log_report(results, log, split):
     for worst in results["worst_cells"]:
         log.info(f"{split} weak cell {worst['operation']} {worst['operand_digits']} digits: exact match "
                  f"{worst['exact_match']:.4f} ({worst['count']} problems)")
-    for mistake in results["mistakes"] + results.get("edge_cases", {}).get("mistakes", []):
-        log.info(f"{split} wrong: {mistake['prompt']}{mistake['predicted']}  (expected {mistake['expected']})")
+    for mistake in results["mistakes"]:
+        log.info(f"{split} wrong: {mistake_text(mistake)}")
+    for mistake in results.get("edge_cases", {}).get("mistakes", []):
+        log.info(f"{split} edge case wrong ({mistake['kind']}): {mistake_text(mistake)}")
+
+
+def mistake_text(mistake):
+    """'12+34=47  (expected 46)'."""
+    return f"{mistake['prompt']}{mistake['predicted']}  (expected {mistake['expected']})"

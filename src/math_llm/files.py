@@ -3,15 +3,22 @@
 import contextlib
 import json
 import os
+import secrets
+
+
+def temp_path_beside(path):
+    """A temp file name beside `path` that no other process or thread picks: two writers of one file never share
+    a temp file, so the last rename wins with a whole file."""
+    return f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
 
 
 @contextlib.contextmanager
 def atomic_open(path, mode="w"):
     """Write to a temp file beside `path`, fsync it, then rename it over `path`; on error, drop the temp file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temp_path = f"{path}.tmp"
+    temp_path = temp_path_beside(path)
     try:
-        with open(temp_path, mode) as f:
+        with open(temp_path, mode.replace("w", "x")) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -12,12 +12,13 @@ import typing
 from math_llm.errors import ConfigError
 
 
-def option(default, help, *, choices=None, group=None, resumable=False):
+def option(default, help, *, choices=None, group=None, resumable=False, extends=False):
     """A config field that is a command-line flag. `help` says what the flag does (for a True-by-default bool, what
     `--no-<name>` does); `group`: its section of --help; `resumable`: a resumed run may take a new value of it (it
-    changes how the run is watched, not what it computes)."""
+    changes how the run is watched, not what it computes); `extends`: a resumed run may take a new value of it that
+    changes what it computes from there on (the number of epochs, to extend a run)."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "group": group,
-                                                        "resumable": resumable})
+                                                        "resumable": resumable, "extends": extends})
 
 
 def choice_problems(config):
@@ -180,7 +181,7 @@ def resume_config(config, explicit_flags, saved, source):
         given, had = attribute(config, path), attribute(saved, path)
         if name not in explicit_flags or given == had:
             continue
-        if field.metadata["resumable"]:
+        if field.metadata["resumable"] or field.metadata["extends"]:
             changes[path] = given
         elif value_type(field.type) is bool:
             conflicts.append(f"{flag_name(field) if given else '--no-' + flag_name(field)[2:]} (run has {name} {had!r})")

@@ -138,7 +138,8 @@ def split_metrics(model, dataset, tokenizer, batch_size, device, precision, num_
 
 
 def edge_case_metrics(model, edge_sets, tokenizer, batch_size, device, precision, num_mistakes=5):
-    """Exact match on the edge cases, by kind; `edge_sets` as edge_case_datasets() builds them for the data."""
+    """Exact match on the edge cases, by kind; `edge_sets` as edge_case_datasets() builds them for the data. Each
+    mistake names its kind."""
     by_kind, mistakes = {}, []
     correct = count = 0
     for kind, cases in edge_sets.items():
@@ -146,6 +147,6 @@ def edge_case_metrics(model, edge_sets, tokenizer, batch_size, device, precision
         by_kind[kind] = {"exact_match": results["exact_match"], "count": len(cases)}
         correct += results["num_correct"]
         count += len(cases)
-        mistakes += results["mistakes"]
+        mistakes += [{**mistake, "kind": kind} for mistake in results["mistakes"]]
     return {"exact_match": correct / max(count, 1), "count": count, "by_kind": by_kind,
             "mistakes": mistakes[:num_mistakes]}

@@ -2,6 +2,7 @@
 of exact match versus length, one per run."""
 
 from matplotlib.figure import Figure  # a Figure without pyplot: no global backend or state, files only
+from matplotlib.ticker import MaxNLocator
 
 
 def save_grid_heatmap(grid, path, title):
@@ -37,7 +38,7 @@ def save_grid_heatmap(grid, path, title):
 def save_length_plot(curves, path, title, trained_lengths=None):
     """Exact match versus length, one line per run; `curves`: {label: {"length": {"exact_match", "count"}}} as
     evaluate() returns exact_match_by_length. `trained_lengths` (lowest, highest) is shaded: the range the model
-    was trained on."""
+    was trained on. Returns the figure."""
     figure = Figure(figsize=(7.5, 4.2), layout="tight")
     axis = figure.subplots()
     if trained_lengths:
@@ -47,9 +48,11 @@ def save_length_plot(curves, path, title, trained_lengths=None):
         axis.plot(lengths, [100 * by_length[str(length)]["exact_match"] for length in lengths], marker=".",
                   label=label)
     axis.set(title=title, xlabel="digits of the longest operand", ylabel="exact match (%)", ylim=(-2, 102))
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # no tick at 2.5 digits
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.savefig(path, dpi=110)
+    return figure
 
 
 def save_curves(curves, path, title):

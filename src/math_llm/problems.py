@@ -19,7 +19,12 @@ class Problem:
     def __post_init__(self):
         refusal = self.operation.refusal(self.operands)
         if refusal:
-            raise ValueError(f"{self.operator.join(map(str, self.operands))}: {refusal}")
+            raise ValueError(f"{self.written}: {refusal}")
+
+    @property
+    def written(self):
+        """'12+7': as a person writes it, digits most significant first, no padding."""
+        return self.operator.join(map(str, self.operands))
 
     @property
     def operation(self):
@@ -49,11 +54,15 @@ class Problem:
         """The whole example, prompt and answer: "12+7=19<end>" in the plain format. Formats padded to a fixed width
         write operands with `width` digits (default: as many as the longest operand has); those padded to the
         longest operand always as many as that."""
+        return f"{self.prompt_text(data_format, width)}{self.answer_text(data_format, width)}{END_TOKEN}"
+
+    def prompt_text(self, data_format=PLAIN, width=None):
+        """The prompt alone, as render writes it: "12+07=" in the padded format at width 2."""
         width = self.padded_width(data_format, width)
         operands = [f"{x:0{width}d}" if width else str(x) for x in self.operands]
         if data_format.reverse_operands:
             operands = [text[::-1] for text in operands]
-        return f"{self.operator.join(operands)}={self.answer_text(data_format, width)}{END_TOKEN}"
+        return f"{self.operator.join(operands)}="
 
     def padded_width(self, data_format, width=None):
         """The digits each operand is written with: None where the format does not pad."""
@@ -107,6 +116,7 @@ def split_example(text):
 
 # Two or more digit strings joined by one operator, then "="
 PROMPT_PATTERN = re.compile("[0-9]+([" + re.escape("".join(OPERATIONS)) + r"])[0-9]+(?:\1[0-9]+)*=")
+ANSWER_PART = re.compile("(-?)([0-9]+)")  # one number of an answer, sign and digits: 3r2 has two
 
 
 def prompt_operator(prompt):
@@ -127,6 +137,32 @@ def parse_prompt(prompt, data_format=PLAIN):
     if data_format.reverse_operands:
         texts = [text[::-1] for text in texts]
     return Problem(operator, tuple(int(text) for text in texts))
+
+
+def read_written_problem(text):
+    """A problem as a person types it, '12 + 34 =' or '12+34' (digits most significant first, unpadded) ->
+    Problem('+', (12, 34)); a ValueError for anything else, the start of a problem ('7+') included."""
+    prompt = text.replace(" ", "").removesuffix("=") + "="
+    if not PROMPT_PATTERN.fullmatch(prompt):
+        raise ValueError(f"expected a whole problem such as 12+34 with one of the operators {' '.join(OPERATIONS)}, "
+                         f"got {text!r}")
+    return parse_prompt(prompt)
+
+
+def read_answer(answer, data_format):
+    """The numbers a model's answer means, in normal digit order: '640' -> (46,) in the padded-reversed format,
+    '-70' -> (-7,) in the reversed one, '3r2' -> (3, 2), a scratchpad's final answer; None if it is no answer
+    (not numbers, or a scratchpad cut off before its </think>)."""
+    parts = [ANSWER_PART.fullmatch(part) for part in final_answer(answer).split(ANSWER_SEPARATOR)]
+    if not all(parts):
+        return None
+    return tuple(int(sign + (digits[::-1] if data_format.reverse_answer else digits))
+                 for sign, digits in (part.groups() for part in parts))
+
+
+def written_answer(numbers):
+    """(3, 2) -> '3r2', (-7,) -> '-7': an answer's numbers as a person writes them."""
+    return ANSWER_SEPARATOR.join(map(str, numbers))
 
 
 def final_answer(answer):

@@ -22,15 +22,18 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from math_llm import checkpoint as ckpt
 from math_llm.batches import epoch_order, step_batches, steps_remaining
-from math_llm.data import ArithmeticDataset, ensure_dataset, load_splits
+from math_llm.checkpoint import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE
+from math_llm.data import ArithmeticDataset, check_resumed_data, ensure_dataset, load_splits
 from math_llm.distributed import all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from math_llm.edge_cases import edge_case_datasets
 from math_llm.errors import ConfigError, TrainingDiverged
 from math_llm.evaluation import evaluate, publish, scalar_metrics, summary_line
 from math_llm.files import write_json
-from math_llm.flags import choice_problems, config_from_dict, nested, option, resume_config
+from math_llm.flags import (choice_problems, config_from_dict, flag_fields, flag_name, nested, option,
+                             resume_config)
 from math_llm.model import ModelConfig, Transformer
 from math_llm.probe import ProbedModel, RunningSumProbe, add_running_sums
+from math_llm.run_lock import OutputDirLock, writable_dir
 from math_llm.runtime import (DEVICES, autocast, machine_description, precision_flag_problems, select_precision,
                               synchronize)
 from math_llm.tokenizer import Tokenizer
@@ -61,7 +64,10 @@ class TrainConfig:
     learning_rate: float = option(1e-4, "peak AdamW learning rate", group=HYPER)
     min_learning_rate_ratio: float = option(0.1, "the cosine decay ends at this fraction of the peak", group=HYPER)
     weight_decay: float = option(0.01, "AdamW weight decay on weight matrices and embeddings", group=HYPER)
-    num_epochs: int = option(10, "passes over the training split", group=HYPER)
+    num_epochs: int = option(10, "passes over the training split; given again on resume, it extends the run (or "
+                                 "ends it sooner): the learning rate then follows a cosine from its value at that "
+                                 "step to the floor at the new end, so a finished run goes on at the floor",
+                             group=HYPER, extends=True)
     warmup_steps: int = option(500, "linear warmup steps, capped at half the run", group=HYPER)
     max_grad_norm: float = option(1.0, "gradient clipping norm", group=HYPER)
     data_dir: str = option("data", "directory with train/val/test.json; generated with the defaults if empty",
@@ -70,6 +76,11 @@ class TrainConfig:
         None, "choose best_model.pt by exact match on this JSON file instead of on val: e.g. uniform full-width "
               "problems (generate_data.py --test-only), where a val split of balanced lengths holds few of the long "
               "problems that separate checkpoints; evaluated with val at every --eval-steps", group=DATA)
+    init_from: str | None = option(
+        None, "start this new run from the weights of another model (its best_model.pt, a checkpoint-N.pt, "
+              "model.safetensors or its output dir): fine-tuning, or the next stage of a curriculum (1-10 digits, "
+              "then 1-20). The model's shape and vocabulary come from it; the optimizer, the learning-rate schedule "
+              "and the step count start afresh", group=DATA)
     output_dir: str = option("checkpoints", "checkpoint and output directory; if it holds a run, that run is resumed",
                              group=DATA, resumable=True)
     num_workers: int = option(4, "accepted for the seed's interface, but no worker processes are started: a batch is "
@@ -104,19 +115,20 @@ class TrainConfig:
             problems.append(f"--min-learning-rate-ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
         if not (math.isfinite(self.running_sum_loss) and self.running_sum_loss >= 0):
             problems.append(f"--running-sum-loss must be a number >= 0, got {self.running_sum_loss}")
-        if self.learning_rate <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            problems.append("--learning-rate and --max-grad-norm must be positive, --weight-decay and "
-                            "--warmup-steps not negative")
+        for name in ("learning_rate", "max_grad_norm"):  # NaN compares false with everything: test finiteness
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                problems.append(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"--weight-decay must be a number >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            problems.append(f"--warmup-steps must not be negative, got {self.warmup_steps}")
         problems += precision_flag_problems(self.fp16, self.bf16) + choice_problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
 
 
-TRAINING_CONFIG_FILE = "training_config.json"
-FINAL_MODEL_FILE = "pytorch_model.bin"
 TEST_RESULTS_FILE = "test_results.json"
 TEST_HEATMAP_FILE = "test_heatmap.png"
-TRAINER_STATE_FILE = "trainer_state.json"
 
 
 def warmup_steps_for(config, total_steps):
@@ -124,15 +136,21 @@ def warmup_steps_for(config, total_steps):
     return min(config.warmup_steps, total_steps // 2)
 
 
-def learning_rate_at(step, config, total_steps, warmup=None):
+def learning_rate_at(step, config, total_steps, warmup=None, decay_from=None):
     """Linear warmup to the peak, then cosine decay to min_learning_rate_ratio x peak at the last step. `warmup`
-    is fixed when a run starts, so a resume with another global batch (and so another total) does not warm up anew."""
+    is fixed when a run starts, so a resume with another global batch (and so another total) does not warm up anew.
+    `decay_from`: (step, learning rate) where a run was extended (or shortened) with another --num-epochs: from that
+    step on, the cosine goes from that rate to the floor at the new last step, without a jump."""
     peak = config.learning_rate
+    floor = peak * config.min_learning_rate_ratio
+    if decay_from is not None and step >= decay_from[0]:
+        start, start_rate = decay_from
+        progress = (step - start) / max(1, total_steps - start)
+        return floor + 0.5 * (start_rate - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
     warmup = warmup_steps_for(config, total_steps) if warmup is None else warmup
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
-    floor = peak * config.min_learning_rate_ratio
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
@@ -265,18 +283,31 @@ def resumed_run(config, explicit_flags):
         saved = checkpoint["train_config"]
     elif os.path.exists(config_path):
         source = config_path
-        with open(config_path) as f:
-            saved = json.load(f)["train_config"]
+        saved = read_saved_config(config_path)
     else:
         return config, None, None
     saved = replace(config_from_dict(TrainConfig, saved, source), output_dir=config.output_dir)  # moved runs too
     return resume_config(config, explicit_flags, saved, source), checkpoint, source
 
 
-def load_training_data(config, ranks, device, vocab=None, prepare=None):
+def read_saved_config(path):
+    """The train_config that training_config.json records; a ConfigError in one line for a damaged file."""
+    try:
+        with open(path) as f:
+            return json.load(f)["train_config"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        problem = "no train_config inside" if isinstance(error, (KeyError, TypeError)) else error
+        raise ConfigError(f"{path}: damaged ({problem}); this run has no checkpoint to resume from, so move the "
+                          f"file away (or the whole dir) to start over") from None
+
+
+def load_training_data(config, ranks, device, vocab=None, prepare=None, resumed=None):
     """(datasets by split, tokenizer), on the training device. First rank 0 runs `prepare` (a recipe generates its
     datasets), or else generates the default dataset into an empty data dir; under torchrun the others wait.
-    `vocab`: a resumed run's own."""
+    `vocab`: a resumed run's own, or that of the model it starts from (--init-from). `resumed`: the checkpoint of a
+    resumed run, whose data, if gone, is an error saying how to restore it, never replaced by the default."""
+    if resumed is not None and prepare is None:  # every rank checks: none waits below for a rank 0 that stopped
+        check_resumed_data(config.output_dir, config.data_dir, resumed["data_config"])
     if ranks.is_main and prepare is not None:
         prepare()
     elif ranks.is_main:
@@ -308,6 +339,41 @@ def build_model(config, datasets, tokenizer, device):
         for split in ("val", "test"):  # the probe's readings are evaluated with the rest
             add_running_sums(datasets[split])
     return config, trained
+
+
+def initial_model(config, explicit_flags):
+    """(config with the model shape of --init-from's model, that model as a TrainedModel on the CPU). Only the
+    dropout may differ from the model's; another explicit shape flag is a ConfigError."""
+    initial = ckpt.load_model(config.init_from, torch.device("cpu"))
+    shape = initial.model.config
+    conflicts = [f"{flag_name(field)} {getattr(config.model, name)!r} (the model has {getattr(shape, name)!r})"
+                 for name, (_, field) in flag_fields(ModelConfig).items()
+                 if name in explicit_flags and name != "dropout" and getattr(config.model, name) != getattr(shape, name)]
+    if conflicts:
+        raise ConfigError(f"--init-from {config.init_from}: a run started from a model has that model's shape; drop "
+                          f"{', '.join(conflicts)}")
+    return replace(config, model=replace(shape, dropout=config.model.dropout)), initial
+
+
+def start_from(trained, initial):
+    """Copies the weights of `initial` (and of its probe, where both have one) into the new run's model."""
+    trained.model.load_state_dict(initial.model.state_dict())
+    if trained.probe is not None and initial.probe is not None:
+        trained.probe.load_state_dict(initial.probe.state_dict())
+    log.info(f"starting from the weights of {initial.source} (step {initial.step}); the optimizer and the "
+             f"learning-rate schedule start afresh")
+
+
+def change_length(state, config, planned_epochs, num_train, examples_per_step):
+    """A resume with another --num-epochs than the run planned: the learning rate goes on from its value at this
+    step, down a cosine to the floor at the new end (see learning_rate_at); a finished run goes on at the floor."""
+    planned_total = state.step + steps_remaining(state.examples_seen, num_train, planned_epochs, examples_per_step)
+    rate = learning_rate_at(state.step, replace(config, num_epochs=planned_epochs), planned_total,
+                            state.warmup_steps, state.decay_from)
+    state.decay_from = (state.step, rate)
+    log.info(f"--num-epochs {config.num_epochs} (the run planned {planned_epochs}): from step {state.step} the "
+             f"learning rate goes from {rate:.2e} down a cosine to "
+             f"{config.learning_rate * config.min_learning_rate_ratio:.2e} at the new end")
 
 
 def trainable_module(config, trained, ranks, device):
@@ -478,16 +544,29 @@ def stop_requested_anywhere(stop, ranks, device):
 def train(config, explicit_flags=frozenset(), prepare=None):
     """Trains (or resumes) the run in config.output_dir and writes its final outputs. Returns the test results,
     or None when a signal stopped it first. Under torchrun every process runs this; rank 0 alone writes files,
-    logs and W&B, and runs `prepare` (a recipe's data generation) before the data is read."""
-    os.makedirs(config.output_dir, exist_ok=True)
+    logs and W&B, runs `prepare` (a recipe's data generation) before the data is read, and holds the output dir's
+    lock."""
+    writable_dir(config.output_dir)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with OutputDirLock(config.output_dir) if is_main else contextlib.nullcontext():
+        return run_training(config, explicit_flags, prepare)
+
+
+def run_training(config, explicit_flags, prepare):
     config, checkpoint, source = resumed_run(config, explicit_flags)
     ranks, device = setup_distributed(config.device)
     precision = select_precision(device, config.fp16, config.bf16)
+    initial = None  # the model a new run starts from (--init-from)
+    if checkpoint is None and config.init_from:
+        config, initial = initial_model(config, explicit_flags)
 
     # Data, tokenised once and kept on the training device; the model that reads it
-    datasets, tokenizer = load_training_data(config, ranks, device, checkpoint and checkpoint["vocab"], prepare)
+    vocab = checkpoint["vocab"] if checkpoint else initial and initial.tokenizer.vocab
+    datasets, tokenizer = load_training_data(config, ranks, device, vocab, prepare, checkpoint)
     seed_everything(config.seed)
     config, trained = build_model(config, datasets, tokenizer, device)
+    if initial:
+        start_from(trained, initial)
     edge_sets = edge_case_datasets(datasets["val"], tokenizer, trained.model)  # val and test share their data's
     selection_set = load_selection_set(config, trained, device)
     if ranks.distributed:  # the same initial weights everywhere (DDP checks), different dropout masks per rank
@@ -501,6 +580,8 @@ def train(config, explicit_flags=frozenset(), prepare=None):
     if checkpoint:
         ckpt.check_resumable(checkpoint, source, datasets["train"].source, fingerprint, precision.description)
         state = ckpt.restore_training(checkpoint, source, trained, optimizer, scaler, ranks, config.seed)
+        if checkpoint["train_config"]["num_epochs"] != config.num_epochs:
+            change_length(state, config, checkpoint["train_config"]["num_epochs"], num_train, examples_per_step)
     total_steps = state.step + steps_remaining(state.examples_seen, num_train, config.num_epochs, examples_per_step)
     if checkpoint:
         log.info(f"resuming {source} at step {state.step}/{total_steps} (example {state.examples_seen % num_train} "
@@ -510,7 +591,8 @@ def train(config, explicit_flags=frozenset(), prepare=None):
     test_results_path = os.path.join(config.output_dir, TEST_RESULTS_FILE)
     if state.step >= total_steps and os.path.exists(test_results_path):
         log.info(f"{config.output_dir}: this run is already finished ({total_steps} steps); results are in "
-                 f"{test_results_path}. Use a new --output-dir to train again")
+                 f"{test_results_path}. Use a new --output-dir to train again, or give --num-epochs (more than "
+                 f"{config.num_epochs}) to extend it")
         with open(test_results_path) as f:
             return json.load(f)
     if ranks.is_main:
@@ -525,7 +607,7 @@ def train(config, explicit_flags=frozenset(), prepare=None):
     log.info(f"data loading: batches are index slices of tensors already on {device}, taken in this process; "
              f"no worker processes are started (--num-workers {config.num_workers} has nothing to do here)")
     tracker = start_tracking(config.wandb and ranks.is_main, config.wandb_project, config.output_dir,
-                             {**asdict(config), "num_parameters": trained.model.num_parameters()})
+                             {**asdict(config), "num_parameters": trained.model.num_parameters()}, state.step)
 
     # Loop: each epoch's order from (seed, epoch), resumed at the example the run had reached
     module.train()
@@ -540,7 +622,8 @@ def train(config, explicit_flags=frozenset(), prepare=None):
             for micro_batches, step_examples in step_batches(datasets["train"], order, config.batch_size, ranks,
                                                              config.gradient_accumulation_steps,
                                                              state.examples_seen - epoch * num_train):
-                learning_rate = learning_rate_at(state.step, config, total_steps, state.warmup_steps)
+                learning_rate = learning_rate_at(state.step, config, total_steps, state.warmup_steps,
+                                                 state.decay_from)
                 loss, grad_norm = train_step(step_module, optimizer, scaler, micro_batches, learning_rate, config,
                                              device, precision)
                 state.step += 1
@@ -572,7 +655,7 @@ def train(config, explicit_flags=frozenset(), prepare=None):
 
     # End: the final weights, then the best model on the held-out test split
     if ranks.is_main:
-        ckpt.save_atomic(trained.model.state_dict(), os.path.join(config.output_dir, FINAL_MODEL_FILE))
+        ckpt.save_final_weights(config.output_dir, config, trained, state.step)
     results = test_best_model(config, trained, datasets["test"], edge_sets, device, ranks, tracker)
     tracker.finish()
     log.info(f"done: test exact match {results['exact_match']:.4f} after {state.training_seconds:.1f} s of "
