@@ -43,6 +43,7 @@ def main():
         raise ConfigError("run_recipe.py runs in one process; under torchrun, train a recipe with "
                           "scripts/train.py --config RECIPE, then run_recipe.py (one process) evaluates and records it")
     args = parser.parse_args(argv)
+    setup_logging()  # to the console; each seed's run adds its own logs/training.log once it holds its dir
     recipe = smoke(load_recipe(args.recipe)) if args.smoke else load_recipe(args.recipe)
     config, args, explicit_flags = parse_config(parser, TrainConfig, argv, recipe.train)
     if given := [name for name in RUNNER_FLAGS if name in explicit_flags]:
@@ -61,7 +62,7 @@ def main():
         if summary is None:  # stopped by a signal, with a checkpoint saved: the same command resumes
             sys.exit(130)
         summaries.append(summary)
-    setup_logging()
+    setup_logging()  # the summary of all seeds belongs to no seed's log file
     log_replicates(summaries)
 
 

@@ -15,7 +15,6 @@ from math_llm.distributed import run_process
 from math_llm.flags import add_flags, parse_config
 from math_llm.logging_setup import setup_logging
 from math_llm.recipes import in_recipe_dirs, load_recipe
-from math_llm.run_lock import writable_dir
 from math_llm.trainer import TrainConfig, train
 
 
@@ -36,10 +35,8 @@ def main():
     prepare = None
     if recipe:
         config, prepare = in_recipe_dirs(recipe, config, explicit_flags)
-    if int(os.environ.get("RANK", "0")) == 0:
-        setup_logging(os.path.join(writable_dir(config.output_dir), "logs", "training.log"))
-    else:  # under torchrun, the other ranks only warn; rank 0 writes the log
-        setup_logging(level=logging.WARNING)
+    # under torchrun, the other ranks only warn; rank 0 also writes the run's log file (train opens it)
+    setup_logging(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
     run_process(train, config, explicit_flags, prepare)
 
 

@@ -1,9 +1,12 @@
 """Checkpoint files: atomic writes, the newest readable one found by step, fallbacks and clear errors for corrupt,
 foreign, code-running or older-format files, and RNG state through a weights-only load."""
 
+import argparse
 import os
 import pickle
 import random
+import sys
+import types
 from dataclasses import asdict
 
 import numpy as np
@@ -134,13 +137,29 @@ class Payload:
         return (os.system, ("echo pwned",))
 
 
-def test_a_checkpoint_cannot_run_code(tmp_path):
+def escaping_module():
+    """A module whose name holds a terminal escape code, with a function a pickle can name."""
+    name = "evil\x1b[2Jmodule"
+    module = types.ModuleType(name)
+    module.payload = lambda: None
+    module.payload.__module__, module.payload.__qualname__ = name, "payload"
+    sys.modules[name] = module
+    return module
+
+
+@pytest.mark.parametrize("content, cause", [
+    (lambda: {"model": Payload()}, "GLOBAL posix.system"),  # a blocked module: torch names it in its own words
+    (lambda: {"config": argparse.Namespace(lr=1)}, "Unsupported global: GLOBAL argparse.Namespace was not an "
+                                                    "allowed global by default."),
+    (lambda: {"model": escaping_module().payload}, "GLOBAL evil\\x1b[2Jmodule.payload"),
+])
+def test_a_checkpoint_that_would_run_code_is_refused_saying_so(tmp_path, content, cause):
     path = tmp_path / "evil.pt"
-    torch.save({"model": Payload()}, str(path), pickle_module=pickle)
+    torch.save(content(), str(path), pickle_module=pickle)
     with pytest.raises(CheckpointError) as refusal:
         ckpt.load_checkpoint(str(path))
     message = str(refusal.value)
-    assert message.startswith(f"{path}: refused: loading it would run code") and "system" in message
+    assert message.startswith(f"{path}: refused: loading it would run code") and cause in message
     assert "truncated" not in message and "\x1b" not in message and "\n" not in message
 
 

@@ -198,3 +198,10 @@ def test_resuming_a_run_whose_data_was_deleted_says_how_to_restore_it_and_genera
     assert not data_dir.exists()
     run_script("generate_data.py", *shlex.split(command)[2:], home=tmp_path)  # the same data again: it resumes
     assert "resuming" in run_script("train.py", "--output-dir", output_dir, home=tmp_path).stderr
+    # a run stopped before its first checkpoint has only its training_config.json to say what its data was
+    for written in output_dir.iterdir():
+        if written.name != "training_config.json":
+            shutil.rmtree(written) if written.is_dir() else written.unlink()
+    shutil.rmtree(data_dir)
+    result = run_script("train.py", "--output-dir", output_dir, home=tmp_path, check=False)
+    assert result.returncode == 1 and f"its data in {data_dir} is gone" in result.stderr and not data_dir.exists()

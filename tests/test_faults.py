@@ -112,34 +112,31 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_with_a_warning(tmp_path, caplog
 
 
 @pytest.mark.slow
-def test_a_second_train_on_a_live_run_refuses_and_the_first_finishes_alone(data_dir, tmp_path):
+def test_train_on_a_locked_output_dir_refuses_naming_the_holder_and_takes_over_once_it_died(data_dir, tmp_path):
     check_slow_test()
     output_dir = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"),
-                              *map(str, train_args(data_dir, output_dir, "--num-epochs", 2))],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=script_env(tmp_path))
-    lock = output_dir / LOCK_FILE
-    deadline = time.time() + 60
-    while not (lock.exists() and lock.read_text()):
-        assert first.poll() is None and time.time() < deadline, first.stdout.read()
-        time.sleep(0.01)
-    second = run_script("train.py", *train_args(data_dir, output_dir, "--seed", 7), home=tmp_path, check=False)
-    output, _ = first.communicate(timeout=120)
-    assert second.returncode == 1
-    assert second.stderr.strip().splitlines()[-1].endswith(
-        f"{output_dir}: another run is using this output dir (pid {first.pid} on {os.uname().nodename}, started "
-        + second.stderr.split(", started ")[1].split(")")[0] + "); wait for it to finish or stop it, or choose "
-        "another --output-dir")
-    assert first.returncode == 0, output
-    saved = json.loads((output_dir / "training_config.json").read_text())["train_config"]
-    assert saved["seed"] == 42  # the first run's files alone
+    output_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom math_llm.run_lock import OutputDirLock\n"
+                               "with OutputDirLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
+                               str(output_dir)], stdout=subprocess.PIPE, text=True, env=script_env(tmp_path))
+    assert holder.stdout.readline() == "held\n"
+    refused = run_script("train.py", *train_args(data_dir, output_dir), home=tmp_path, check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert (f"{output_dir}: another run is using this output dir (pid {holder.pid} on {os.uname().nodename}, "
+            f"started ") in refused.stderr
+    assert sorted(os.listdir(output_dir)) == [LOCK_FILE]  # not a file of its own written, not even a log line
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    taken = run_script("train.py", *train_args(data_dir, output_dir, "--num-epochs", 1), home=tmp_path)
+    assert f"taking over the lock of a run that ended without releasing it (pid {holder.pid}" in taken.stderr
 
 
-@pytest.mark.parametrize("flag", ["learning_rate", "max_grad_norm"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("flag, value", [("learning_rate", float("nan")), ("learning_rate", float("inf")),
+                                         ("max_grad_norm", float("nan"))])
 def test_a_learning_rate_or_clipping_norm_that_is_not_a_number_is_refused(flag, value):
-    with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')} must be a positive number, got {value}"):
+    with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')} must be a positive number.*, got {value}"):
         TrainConfig(**{flag: value})
+    assert TrainConfig(max_grad_norm=float("inf")).max_grad_norm == float("inf")  # torch's "no clipping"
 
 
 def unwritable_dir(tmp_path):
@@ -186,3 +183,13 @@ def test_scripts_refuse_an_output_dir_that_is_a_file_in_one_line(script, tmp_pat
     result = run_script(script, *flags, home=tmp_path, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'taken'}: this is a file, not a directory" in result.stderr
+
+
+def test_a_checkpoint_whose_settings_are_invalid_is_skipped_for_the_previous_one(tmp_path, caplog):
+    save_training_checkpoints(tmp_path, [1])
+    damaged = training_checkpoint(2)
+    damaged["train_config"]["learning_rate"] = float("nan")
+    ckpt.save_atomic(damaged, ckpt.checkpoint_path(str(tmp_path), 2))
+    _, checkpoint, source, _ = resumed_run(TrainConfig(output_dir=str(tmp_path)), frozenset())
+    assert source.endswith("checkpoint-1.pt") and checkpoint["state"]["step"] == 1
+    assert "checkpoint-2.pt: --learning-rate must be a positive number, got nan; trying the previous" in caplog.text

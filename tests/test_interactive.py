@@ -3,6 +3,11 @@ format, the model's raw answer is read back in normal order and judged, what lie
 the decoding budget is said, and the script runs until quit."""
 
 import itertools
+import os
+import pty
+import select
+import sys
+import time
 
 import pytest
 import torch
@@ -16,7 +21,7 @@ from math_llm.tokenizer import DEFAULT_VOCAB, EXTRA_TOKENS, Tokenizer
 from math_llm.trained_model import TrainedModel
 from math_llm.trainer import TrainConfig
 from scripts.interactive import reply
-from tests.helpers import run_script
+from tests.helpers import REPO_ROOT, check_slow_test, run_script, script_env
 
 CPU = torch.device("cpu")
 ADDITION_DATA = {"min_digits": 1, "max_digits": 2, "operations": "+", "max_operands": 2}
@@ -173,3 +178,33 @@ def test_the_script_answers_written_problems_until_quit(tmp_path):
     assert ("the model cannot read it: '01+02+03+04+05+06=' has 18 tokens, more than the max_length of 16 (train.py "
             "--max-length)") in lines
     assert not any("99+99" in line for line in lines)  # read after quit
+
+
+def read_until(fd, marker, seen=b"", timeout=60):
+    """What the terminal at `fd` shows until `marker` appears `seen.count(marker) + 1` times in all."""
+    wanted, deadline = seen.count(marker) + 1, time.time() + timeout
+    while seen.count(marker) < wanted:
+        assert time.time() < deadline, f"{marker!r} did not appear in {seen!r}"
+        if select.select([fd], [], [], 1)[0]:
+            seen += os.read(fd, 4096)
+    return seen
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_up_arrow_recalls_the_last_problem_and_history_is_kept(tmp_path):
+    check_slow_test()
+    trained = trained_on("padded-reversed", 2, max_length=16)
+    save_best_model(str(tmp_path / "best_model.pt"), TrainConfig(model=trained.model.config), trained, 0, "val", {})
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the script on a terminal, HOME in tmp_path (its history file goes there)
+        os.execve(sys.executable, [sys.executable, os.path.join(REPO_ROOT, "scripts", "interactive.py"),
+                                   "--checkpoint", str(tmp_path), "--device", "cpu"], script_env(tmp_path))
+    shown = read_until(fd, b"> ")
+    os.write(fd, b"12+34\r")
+    shown = read_until(fd, b"> ", shown)
+    os.write(fd, b"\x1b[A\r")  # up arrow, enter: the same problem again
+    shown = read_until(fd, b"> ", shown)
+    os.write(fd, b"exit\r")
+    os.waitpid(pid, 0)
+    assert shown.count(b"12+34 = ") == 2
+    assert "12+34" in (tmp_path / ".math_llm_history").read_text().splitlines()

@@ -283,8 +283,12 @@ def test_model_safetensors_stands_alone_and_cannot_run_code(tmp_path, reference_
     alone.mkdir()
     shutil.copy(reference_run / "model.safetensors", alone)  # without the run's config beside it
     run_script("evaluate.py", "--checkpoint", alone / "model.safetensors", "--data-dir", data_dir, home=tmp_path)
-    assert json.loads((alone / "eval_test.json").read_text())["num_examples"] == 200
-    assert b"\x80" not in (alone / "model.safetensors").read_bytes()[:8]  # no pickle: a JSON header, then tensors
+    assert json.loads((alone / "eval_test_model.json").read_text())["num_examples"] == 200
+    # the safetensors layout, which has no place for code: a header length, a JSON header, then raw tensor bytes
+    content = (alone / "model.safetensors").read_bytes()
+    header = json.loads(content[8:8 + int.from_bytes(content[:8], "little")])
+    assert json.loads(header.pop("__metadata__")["data_format"]) == "plain"
+    assert header and all(entry.keys() == {"dtype", "shape", "data_offsets"} for entry in header.values())
 
 
 def test_evaluate_scores_the_runs_own_test_split_and_keeps_each_files_results(tmp_path, reference_run, data_dir):

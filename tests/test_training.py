@@ -267,7 +267,7 @@ def test_running_sum_loss_without_multiplication_is_a_clear_error(data_dir, tmp_
 def test_a_run_resumes_in_the_directory_it_is_found_in_whatever_its_saved_config_says(tmp_path):
     saved = TrainConfig(learning_rate=3e-3, output_dir="where/it/was/trained")
     (tmp_path / "training_config.json").write_text(json.dumps({"train_config": asdict(saved)}))
-    config, checkpoint, source = resumed_run(TrainConfig(output_dir=str(tmp_path)), frozenset())
+    config, checkpoint, source, _ = resumed_run(TrainConfig(output_dir=str(tmp_path)), frozenset())
     assert (config.output_dir, config.learning_rate, checkpoint) == (str(tmp_path), 3e-3, None)
     assert source == str(tmp_path / "training_config.json")
 
@@ -311,6 +311,12 @@ def test_init_from_starts_a_new_run_from_the_weights_of_another(reference_run, d
     assert started["loss"] == pytest.approx(original["loss"], rel=1e-5)  # an untrained model's is ~2.5 x higher
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["step"] == 50  # a run of its own: 1 epoch of 50 steps, counted from 0
+    longer = tmp_path / "longer"  # a learned position table grown for longer problems keeps the positions it had
+    run_script("train.py", "--init-from", reference_run, *train_args(data_dir, longer), "--learning-rate", 1e-12,
+               "--num-epochs", 1, "--max-length", 40, home=tmp_path)
+    grown = torch.load(longer / "best_model.pt", weights_only=True)["model"]["position_embedding.weight"]
+    had = torch.load(reference_run / "best_model.pt", weights_only=True)["model"]["position_embedding.weight"]
+    assert grown.shape == (40, had.shape[1]) and torch.allclose(grown[:len(had)], had, atol=1e-6)
     conflict = run_script("train.py", "--init-from", reference_run, "--hidden-size", 32,
                           *train_args(data_dir, tmp_path / "other"), home=tmp_path, check=False)
     assert conflict.returncode == 1 and conflict.stderr.strip().endswith(

@@ -28,6 +28,7 @@ from math_llm.tokenizer import Tokenizer
 from math_llm.trained_model import TrainedModel
 
 FORMAT_VERSION = 1  # raised whenever what a checkpoint holds changes
+ANSI_FORMATTING = re.compile(r"\x1b\[[0-9;]*m")  # bold and reset, in torch's weights-only message
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 BEST_MODEL = "best_model.pt"
 FINAL_MODEL_FILE = "pytorch_model.bin"  # the final weights alone
@@ -139,7 +140,7 @@ def load_checkpoint(path, required=MODEL_KEYS, weights_alone_allowed=False):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         cause = unpickling_cause(str(error))
-        if "global" in cause.lower():  # the pickle names a function or class to call: what runs code
+        if "GLOBAL" in cause:  # the pickle names a function or class to call: what runs code
             raise CheckpointError(f"{path}: refused: loading it would run code or build objects that a Math LLM "
                                   f"checkpoint never holds ({cause}); do not load it unless you trust its "
                                   f"source") from None
@@ -214,17 +215,17 @@ def weights_problem(expected, saved, name):
 
 def optimizer_problem(saved, parameters):
     """How an AdamW state fails to fit the parameters (in the order build_optimizer groups them), or None."""
+    ordered = [p for p in parameters if p.dim() >= 2] + [p for p in parameters if p.dim() < 2]
     try:
         counts = [len(group["params"]) for group in saved["param_groups"]]
-        moments = [(index, state["exp_avg"].shape) for index, state in saved["state"].items()]
+        if sum(counts) != len(ordered):
+            return f"its optimizer holds {sum(counts)} parameters, the model has {len(ordered)}"
+        for index, state in saved["state"].items():
+            if not (isinstance(index, int) and 0 <= index < len(ordered)) or any(
+                    state[moment].shape != ordered[index].shape for moment in ("exp_avg", "exp_avg_sq")):
+                return f"its optimizer state of parameter {index!r} does not fit the model"
     except (TypeError, KeyError, AttributeError) as error:
         return f"its optimizer state is malformed ({type(error).__name__}: {error})"
-    ordered = [p for p in parameters if p.dim() >= 2] + [p for p in parameters if p.dim() < 2]
-    if sum(counts) != len(ordered):
-        return f"its optimizer holds {sum(counts)} parameters, the model has {len(ordered)}"
-    for index, shape in moments:
-        if not 0 <= index < len(ordered) or shape != ordered[index].shape:
-            return f"its optimizer state of parameter {index} does not fit the model"
     return None
 
 
@@ -236,32 +237,35 @@ def rng_problem(saved):
 
 
 def one_line(text, limit=300):
-    """The first line of an error message as plain text: control characters (the terminal escape codes that torch's
-    messages, or a crafted file's names, may hold) are written as escapes, so they cannot act on a terminal."""
-    first = (text.strip().splitlines() or [""])[0]
+    """The first line of an error message as plain text: torch's own formatting codes dropped, and any other control
+    character (a crafted file's names may hold terminal escape codes) written as an escape, so none acts on a
+    terminal."""
+    first = (ANSI_FORMATTING.sub("", text).strip().splitlines() or [""])[0]
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in first)[:limit]
 
 
 def unpickling_cause(message):
-    """What torch's weights-only unpickler refused, from its message: the paragraph that names it, not the advice
-    around it (which suggests loading with weights_only=False)."""
-    paragraphs = [p for p in message.split("\n\n") if p.strip()] or [message]
-    if not paragraphs[0].startswith("Weights only load failed"):
-        return one_line(paragraphs[0])
-    causes = [p for p in paragraphs[1:] if not p.strip().startswith("Check the documentation")]
-    return one_line(causes[0] if causes else paragraphs[0])
+    """What torch's weights-only unpickler refused, from its message: the line that names it ('Unsupported global:
+    GLOBAL argparse.Namespace was not an allowed global...', 'Trying to load unsupported GLOBAL posix.system...'),
+    not the advice around it (which suggests loading with weights_only=False)."""
+    message = message.replace("WeightsUnpickler error: ", "\n")
+    causes = [line for line in message.splitlines() if "GLOBAL" in line or "Unsupported" in line]
+    return one_line((causes[0] if causes else message).split(" Please use")[0])  # not how to allow it
 
 
-def load_latest_checkpoint(output_dir):
-    """The newest readable training checkpoint as (checkpoint, path), skipping unreadable ones with a warning; None
-    if there are none. If every one is unreadable, that is an error: starting over would overwrite the run."""
+def load_latest_checkpoint(output_dir, check=None):
+    """The newest usable training checkpoint as (checkpoint, path), skipping unusable ones with a warning; None if
+    there are none. If every one is unusable, that is an error: starting over would overwrite the run. `check`:
+    (checkpoint, path) -> raises a UserError for one whose settings the caller cannot use."""
     checkpoints = list_checkpoints(output_dir)
     for _, path in reversed(checkpoints):
         try:
             checkpoint = load_checkpoint(path, TRAINING_KEYS)
+            if check is not None:
+                check(checkpoint, path)
             remember_whole(path)
             return checkpoint, path
-        except CheckpointError as error:
+        except (CheckpointError, ConfigError) as error:
             log.warning(f"{error}; trying the previous checkpoint")
     if checkpoints:
         raise CheckpointError(f"{output_dir}: none of its {len(checkpoints)} checkpoints is readable; move them "
@@ -388,7 +392,7 @@ def restore_training(checkpoint, source, trained, optimizer, scaler, ranks, seed
         if trained.probe is not None:
             trained.probe.load_state_dict(checkpoint["probe"])
     except RuntimeError as error:  # weights of another shape or encoding under the same config
-        raise CheckpointError(f"{source}: its weights do not fit the model ({str(error).splitlines()[0]}); use a "
+        raise CheckpointError(f"{source}: its weights do not fit the model ({one_line(str(error))}); use a "
                               f"new --output-dir") from None
     optimizer.load_state_dict(checkpoint["optimizer"])
     if checkpoint["scaler"] and scaler.is_enabled():  # a disabled scaler (fp32, bf16) saves an empty state

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from math_llm.checkpoint import load_model
+from math_llm.checkpoint import BEST_MODEL, load_model
 from math_llm.data import SPLITS, ArithmeticDataset, split_path
 from math_llm.edge_cases import edge_case_datasets
 from math_llm.errors import ConfigError
@@ -42,7 +42,8 @@ class EvalConfig:
                                     "--no-edge-cases: skip them")
     output_file: str | None = option(None, "where to write the results as JSON (default: beside the checkpoint, "
                                            "eval_<split>.json for a split of the model's own data, else "
-                                           "eval_<directory>_<file name>.json, e.g. eval_long_test.json); the "
+                                           "eval_<directory>_<file name>.json, e.g. eval_long_test.json, with "
+                                           "_<model file> added for other models than best_model.pt); the "
                                            "heatmap and the plot by length go beside it, as <stem>_heatmap.png and "
                                            "<stem>_by_length.png")
 
@@ -126,13 +127,16 @@ def evaluate_checkpoint(config):
 
 def default_output_file(trained, data_path, split):
     """Where evaluate.py writes the results of `trained` on `data_path` unless told: beside the checkpoint,
-    eval_<split>.json for a split of the model's own data, eval_<directory>_<file name>.json for any other file,
-    and a name with a hash of the path where that one holds the results of another file: results of different data
-    files never overwrite each other."""
-    directory = os.path.dirname(trained.source)
+    eval_<split>.json for a split of the model's own data, eval_<directory>_<file name>.json for any other file
+    (with _<model file> added for a model other than best_model.pt: eval_test_checkpoint-400.json), and a name with
+    a hash of the path where that one holds the results of another file: results of different data files never
+    overwrite each other."""
+    directory, model_file = os.path.split(trained.source)
     own_split = trained.data_dir and same_path(data_path, split_path(trained.data_dir, split))
     parent = os.path.basename(os.path.dirname(os.path.abspath(data_path)))
     name = split if own_split else f"{parent}_{os.path.splitext(os.path.basename(data_path))[0]}"
+    if model_file != BEST_MODEL:
+        name += f"_{os.path.splitext(model_file)[0]}"
     path = os.path.join(directory, f"eval_{name}.json")
     if results_of_another_file(path, data_path):
         digest = hashlib.sha256(os.path.abspath(data_path).encode()).hexdigest()[:8]

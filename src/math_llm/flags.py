@@ -169,7 +169,7 @@ def config_from_dict(config_class, values, source):
                  else value for name, value in values.items()}
     try:
         return config_class(**arguments)
-    except TypeError as error:
+    except (TypeError, ConfigError) as error:  # a missing argument, or a value its __post_init__ refuses
         raise ConfigError(f"{source}: {error}") from None
 
 

@@ -20,7 +20,6 @@ from math_llm.errors import ConfigError
 from math_llm.evaluation import EvalConfig, evaluate_checkpoint
 from math_llm.files import write_json
 from math_llm.flags import attribute, config_from_dict, config_from_flags, flag_fields, flag_values
-from math_llm.logging_setup import setup_logging
 from math_llm.trainer import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -263,7 +262,6 @@ def run_seed(recipe, config, explicit_flags, data_root, results_dir, command):
     (None when a signal stopped the training first): writes <run dir>/run_summary.json, and a copy to
     <results_dir>/<recipe>/seed-<seed>.json unless results_dir is None or the run's settings differ from the
     recipe's (then the figures are not the recipe's)."""
-    setup_logging(os.path.join(config.output_dir, "logs", "training.log"))
     log.info(f"recipe {recipe.name}, seed {config.seed}: {recipe.description}")
     explicit_flags = explicit_flags | set(RUNNER_FLAGS)  # a run resumed under other data must say so
     test_results = train(config, explicit_flags, prepare=lambda: prepare_data(recipe, data_root, config.seed))

@@ -53,8 +53,10 @@ class OutputDirLock:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             file.close()
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+            if error.errno not in (errno.EAGAIN, errno.EACCES):  # a filesystem without flock (some NFS, Lustre)
+                log.warning(f"{self.path}: this filesystem cannot lock files ({error.strerror}); running without "
+                            f"a lock, so make sure no other run uses {os.path.dirname(self.path)}")
+                return self
             raise ConfigError(f"{os.path.dirname(self.path)}: another run is using this output dir "
                               f"({describe(read_holder(self.path))}); wait for it to finish or stop it, or "
                               f"choose another --output-dir") from None
@@ -71,6 +73,8 @@ class OutputDirLock:
         return self
 
     def __exit__(self, *exc):
+        if self.file is None:  # running without a lock
+            return
         self.file.seek(0)
         self.file.truncate()  # released cleanly: the next run takes it over without a warning
         self.file.flush()

@@ -101,9 +101,9 @@ class TrainedModel:
                         f"not align columns; generate the data with --format reversed-all for length generalisation")
 
     def encode_prompt(self, prompt):
-        """The token ids of a typed prompt such as '12+34=' (or the start of one, '7+'); a ValueError if this model
-        cannot read it: an unknown character, too long, or a complete problem whose operands are not padded to the
-        width the model learned."""
+        """The token ids of a prompt in this model's format, such as '12+34=' (prompt_for writes one); a ValueError
+        if this model cannot read it: an unknown character, too long, or operands not padded to the width the model
+        learned."""
         ids = self.tokenizer.encode(prompt)
         if prompt.endswith("=") and self.operand_width:
             widths = {len(text) for text in prompt[:-1].split(parse_prompt(prompt, self.data_format).operator)}

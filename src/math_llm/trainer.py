@@ -31,6 +31,7 @@ from math_llm.evaluation import evaluate, publish, scalar_metrics, summary_line
 from math_llm.files import write_json
 from math_llm.flags import (choice_problems, config_from_dict, flag_fields, flag_name, nested, option,
                              resume_config)
+from math_llm.logging_setup import log_to_file
 from math_llm.model import ModelConfig, Transformer
 from math_llm.probe import ProbedModel, RunningSumProbe, add_running_sums
 from math_llm.run_lock import OutputDirLock, writable_dir
@@ -115,9 +116,11 @@ class TrainConfig:
             problems.append(f"--min-learning-rate-ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
         if not (math.isfinite(self.running_sum_loss) and self.running_sum_loss >= 0):
             problems.append(f"--running-sum-loss must be a number >= 0, got {self.running_sum_loss}")
-        for name in ("learning_rate", "max_grad_norm"):  # NaN compares false with everything: test finiteness
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                problems.append(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        # NaN compares false with everything, so each rule says what holds; an inf norm means no clipping (torch)
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            problems.append(f"--learning-rate must be a positive number, got {self.learning_rate}")
+        if not self.max_grad_norm > 0:
+            problems.append(f"--max-grad-norm must be a positive number (inf: no clipping), got {self.max_grad_norm}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             problems.append(f"--weight-decay must be a number >= 0, got {self.weight_decay}")
         if self.warmup_steps < 0:
@@ -274,40 +277,44 @@ class IntervalMeter:
 # Setup
 
 def resumed_run(config, explicit_flags):
-    """(config, newest checkpoint or None, its path): the run already in config.output_dir takes its saved config,
-    changed only by the explicit flags that may change on resume; a run stopped before its first checkpoint restarts
-    with its own config."""
-    checkpoint, source = ckpt.load_latest_checkpoint(config.output_dir) or (None, None)
+    """(config, newest usable checkpoint or None, its path, the data config of the run's training data or None): the
+    run already in config.output_dir takes its saved config, changed only by the explicit flags that may change on
+    resume; a run stopped before its first checkpoint restarts with its own config, from training_config.json."""
+    checkpoint, source = ckpt.load_latest_checkpoint(
+        config.output_dir, check=lambda found, path: config_from_dict(TrainConfig, found["train_config"], path)) \
+        or (None, None)
     config_path = os.path.join(config.output_dir, TRAINING_CONFIG_FILE)
     if checkpoint:
-        saved = checkpoint["train_config"]
+        saved = checkpoint
     elif os.path.exists(config_path):
-        source = config_path
-        saved = read_saved_config(config_path)
+        source, saved = config_path, read_saved_config(config_path)
     else:
-        return config, None, None
-    saved = replace(config_from_dict(TrainConfig, saved, source), output_dir=config.output_dir)  # moved runs too
-    return resume_config(config, explicit_flags, saved, source), checkpoint, source
+        return config, None, None, None
+    run_config = replace(config_from_dict(TrainConfig, saved["train_config"], source), output_dir=config.output_dir)
+    return resume_config(config, explicit_flags, run_config, source), checkpoint, source, saved.get("data_config")
 
 
 def read_saved_config(path):
-    """The train_config that training_config.json records; a ConfigError in one line for a damaged file."""
+    """What training_config.json records (train_config, data_config...); a ConfigError in one line for a damaged
+    file."""
+    advice = "this run has no checkpoint to resume from, so move the file away (or the whole dir) to start over"
     try:
         with open(path) as f:
-            return json.load(f)["train_config"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-        problem = "no train_config inside" if isinstance(error, (KeyError, TypeError)) else error
-        raise ConfigError(f"{path}: damaged ({problem}); this run has no checkpoint to resume from, so move the "
-                          f"file away (or the whole dir) to start over") from None
+            saved = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{path}: damaged ({error}); {advice}") from None
+    if not isinstance(saved, dict) or "train_config" not in saved:
+        raise ConfigError(f"{path}: damaged (no train_config inside); {advice}")
+    return saved
 
 
-def load_training_data(config, ranks, device, vocab=None, prepare=None, resumed=None):
+def load_training_data(config, ranks, device, vocab=None, prepare=None, resumed_data=None):
     """(datasets by split, tokenizer), on the training device. First rank 0 runs `prepare` (a recipe generates its
     datasets), or else generates the default dataset into an empty data dir; under torchrun the others wait.
-    `vocab`: a resumed run's own, or that of the model it starts from (--init-from). `resumed`: the checkpoint of a
-    resumed run, whose data, if gone, is an error saying how to restore it, never replaced by the default."""
-    if resumed is not None and prepare is None:  # every rank checks: none waits below for a rank 0 that stopped
-        check_resumed_data(config.output_dir, config.data_dir, resumed["data_config"])
+    `vocab`: a resumed run's own, or that of the model it starts from (--init-from). `resumed_data`: the data config
+    of a resumed run's data, which, if gone, is an error saying how to restore it, never replaced by the default."""
+    if resumed_data is not None and prepare is None:  # every rank checks: none waits below for a rank 0 that stopped
+        check_resumed_data(config.output_dir, config.data_dir, resumed_data)
     if ranks.is_main and prepare is not None:
         prepare()
     elif ranks.is_main:
@@ -343,21 +350,33 @@ def build_model(config, datasets, tokenizer, device):
 
 def initial_model(config, explicit_flags):
     """(config with the model shape of --init-from's model, that model as a TrainedModel on the CPU). Only the
-    dropout may differ from the model's; another explicit shape flag is a ConfigError."""
+    dropout and, given explicitly, the max length (for longer data: see start_from) may differ from the model's;
+    another explicit shape flag is a ConfigError."""
     initial = ckpt.load_model(config.init_from, torch.device("cpu"))
     shape = initial.model.config
+    free = {"dropout", "max_length"}
     conflicts = [f"{flag_name(field)} {getattr(config.model, name)!r} (the model has {getattr(shape, name)!r})"
                  for name, (_, field) in flag_fields(ModelConfig).items()
-                 if name in explicit_flags and name != "dropout" and getattr(config.model, name) != getattr(shape, name)]
+                 if name in explicit_flags - free and getattr(config.model, name) != getattr(shape, name)]
     if conflicts:
         raise ConfigError(f"--init-from {config.init_from}: a run started from a model has that model's shape; drop "
                           f"{', '.join(conflicts)}")
-    return replace(config, model=replace(shape, dropout=config.model.dropout)), initial
+    max_length = config.model.max_length if "max_length" in explicit_flags else shape.max_length
+    return replace(config, model=replace(shape, dropout=config.model.dropout, max_length=max_length)), initial
 
 
 def start_from(trained, initial):
-    """Copies the weights of `initial` (and of its probe, where both have one) into the new run's model."""
-    trained.model.load_state_dict(initial.model.state_dict())
+    """Copies the weights of `initial` (and of its probe, where both have one) into the new run's model. A learned
+    position table of another --max-length keeps the positions both have; positions beyond the old table keep their
+    fresh initialisation (a curriculum to longer problems)."""
+    weights = initial.model.state_dict()
+    table = "position_embedding.weight"
+    if table in weights and weights[table].shape != trained.model.position_embedding.weight.shape:
+        resized = trained.model.position_embedding.weight.detach().clone()
+        kept = min(len(resized), len(weights[table]))
+        resized[:kept] = weights[table][:kept]
+        weights[table] = resized
+    trained.model.load_state_dict(weights)
     if trained.probe is not None and initial.probe is not None:
         trained.probe.load_state_dict(initial.probe.state_dict())
     log.info(f"starting from the weights of {initial.source} (step {initial.step}); the optimizer and the "
@@ -549,11 +568,13 @@ def train(config, explicit_flags=frozenset(), prepare=None):
     writable_dir(config.output_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     with OutputDirLock(config.output_dir) if is_main else contextlib.nullcontext():
+        if is_main:
+            log_to_file(os.path.join(config.output_dir, "logs", "training.log"))
         return run_training(config, explicit_flags, prepare)
 
 
 def run_training(config, explicit_flags, prepare):
-    config, checkpoint, source = resumed_run(config, explicit_flags)
+    config, checkpoint, source, resumed_data = resumed_run(config, explicit_flags)
     ranks, device = setup_distributed(config.device)
     precision = select_precision(device, config.fp16, config.bf16)
     initial = None  # the model a new run starts from (--init-from)
@@ -562,7 +583,7 @@ def run_training(config, explicit_flags, prepare):
 
     # Data, tokenised once and kept on the training device; the model that reads it
     vocab = checkpoint["vocab"] if checkpoint else initial and initial.tokenizer.vocab
-    datasets, tokenizer = load_training_data(config, ranks, device, vocab, prepare, checkpoint)
+    datasets, tokenizer = load_training_data(config, ranks, device, vocab, prepare, resumed_data)
     seed_everything(config.seed)
     config, trained = build_model(config, datasets, tokenizer, device)
     if initial:
