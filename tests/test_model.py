@@ -78,16 +78,21 @@ def test_loss_counts_only_answer_tokens():
     torch.testing.assert_close(loss, expected)
 
 
+def assert_cache_matches_full_pass(model, tokens, prompt_length, max_tokens=None):
+    """Logits of the prompt in one cached call, then one token per call, equal those of one full forward pass."""
+    cache = KVCache(model.config, batch_size=len(tokens), device=torch.device("cpu"), max_tokens=max_tokens)
+    with torch.no_grad():
+        full, _ = model(tokens)
+        pieces = [model(tokens[:, :prompt_length], cache=cache)[0]] + [
+            model(tokens[:, i:i + 1], cache=cache)[0] for i in range(prompt_length, tokens.shape[1])]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+    return cache
+
+
 def test_kv_cache_gives_the_logits_of_a_full_forward_pass():
     torch.manual_seed(0)
     model = Transformer(ModelConfig("tiny", vocab_size=13, max_length=16)).eval()
-    tokens = torch.randint(0, 13, (3, 10))
-    cache = KVCache(model.config, batch_size=3, device=torch.device("cpu"))
-    with torch.no_grad():
-        full, _ = model(tokens)
-        pieces = [model(tokens[:, :6], cache=cache)[0]] + [model(tokens[:, i:i + 1], cache=cache)[0]
-                                                          for i in range(6, 10)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+    cache = assert_cache_matches_full_pass(model, torch.randint(0, 13, (3, 10)), 6)
     assert cache.length == 10
 
 
@@ -176,13 +181,7 @@ def test_length_free_encodings_cache_and_read_past_the_training_length(encoding)
     model = Transformer(ModelConfig("tiny", vocab_size=13, max_length=8, pos_encoding=encoding,
                                     **Tokenizer().digit_place_ids())).eval()
     assert model.max_tokens is None
-    tokens = torch.randint(0, 13, (3, 40))  # five times the training max_length
-    cache = KVCache(model.config, batch_size=3, device=torch.device("cpu"), max_tokens=40)
-    with torch.no_grad():
-        full, _ = model(tokens)
-        pieces = [model(tokens[:, :30], cache=cache)[0]] + [model(tokens[:, i:i + 1], cache=cache)[0]
-                                                           for i in range(30, 40)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+    assert_cache_matches_full_pass(model, torch.randint(0, 13, (3, 40)), 30, max_tokens=40)  # 5x max_length
 
 
 def test_abacus_refuses_numbers_beyond_its_digit_places_in_evaluation():
@@ -243,3 +242,54 @@ def test_without_the_place_bias_abacus_is_the_digit_codes_alone():
         assert not torch.allclose(with_bias(tokens)[0], without(tokens)[0])
         no_digits = torch.tensor([[10, 11, 10, 11]])  # "+=+=": nothing to penalise, so the same logits
         torch.testing.assert_close(with_bias(no_digits)[0], without(no_digits)[0])
+
+
+# One layer, width 8, 2 heads, feed-forward 16, 14 tokens, 32 learned positions; the counts by hand:
+# embeddings 14x8 + 32x8 = 368; norms 3 x (8 + 8); qkv 8x24 + 24; proj 8x8 + 8; mlp 8x16 + 16 + 16x8 + 8
+SMALL_SHAPE = dict(model_size="tiny", num_layers=1, hidden_size=8, num_heads=2, ffn_size=16, vocab_size=14,
+                   max_length=32)
+# the same, then: no biases, RMSNorm (gains only: 3 x 8), heads 2 wide (attention width 4), every block matrix of rank
+# 2 (qkv 8x2 + 2x12, proj 4x2 + 2x8), SwiGLU (gate and up 8x2 + 2x16 each, down 16x2 + 2x8), a head of its own 14x8
+EVERY_OPTION = dict(bias=False, norm="rmsnorm", head_dim=2, rank=2, mlp="swiglu", tie_embeddings=False)
+
+
+@pytest.mark.parametrize("options, count", [
+    ({}, 368 + 48 + 216 + 72 + 144 + 136),
+    (EVERY_OPTION, 368 + 24 + 40 + 24 + 3 * 48 + 112),
+    (dict(tie_embeddings=False), 984 + 112),
+    (dict(rank=2), 984 - 216 - 72 - 144 - 136 + (16 + 48 + 24) + (16 + 16 + 8) + (16 + 32 + 16) + (32 + 16 + 8)),
+])
+def test_every_shape_option_gives_the_parameter_count_worked_out_by_hand(options, count):
+    assert Transformer(ModelConfig(**SMALL_SHAPE, **options)).num_parameters() == count
+
+
+@pytest.mark.parametrize("options", [EVERY_OPTION, dict(head_dim=6, pos_encoding="rope"), dict(mlp="swiglu")])
+def test_every_shape_option_trains_and_caches_like_a_full_forward_pass(options):
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(**SMALL_SHAPE, **options))
+    tokens = torch.randint(0, 14, (3, 10))
+    _, loss = model(tokens, tokens)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert_cache_matches_full_pass(model.eval(), tokens, 6)
+
+
+def test_the_default_options_are_the_gpt2_block():
+    model = Transformer(ModelConfig(**SMALL_SHAPE))
+    names = set(model.state_dict())
+    assert {"blocks.0.mlp.0.bias", "blocks.0.attention.qkv.weight", "blocks.0.ln_mlp.bias"} <= names
+    assert model.lm_head.weight is model.token_embedding.weight
+    bare = Transformer(ModelConfig(**SMALL_SHAPE, **EVERY_OPTION))
+    assert not [name for name in bare.state_dict() if name.endswith(".bias")]
+    assert isinstance(bare.blocks[0].ln_mlp, torch.nn.RMSNorm) and bare.lm_head.weight is not bare.token_embedding.weight
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(rank=0), "--head-dim and --rank must be at least 1"),
+    (dict(num_heads=3, hidden_size=8), "--hidden-size 8 is not divisible by --num-heads 3 \\(or give --head-dim\\)"),
+    (dict(head_dim=3, pos_encoding="rope"), "--pos-encoding rope needs an even head width, got 3"),
+    (dict(norm="batchnorm"), "--norm must be one of layernorm, rmsnorm"),
+])
+def test_bad_shape_options_are_one_line_config_errors(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**{**SMALL_SHAPE, **settings})

@@ -7,6 +7,7 @@ import signal
 import pytest
 import torch
 
+from math_llm.model import ModelConfig, Transformer
 from tests.helpers import interrupt_training, run_script, train_args
 
 pytestmark = pytest.mark.slow
@@ -139,8 +140,8 @@ def test_evaluate_reports_bad_data_in_one_line(tmp_path, reference_run):
     ("train.py", ["--batch-size", 0], "--batch-size must be at least 1, got 0"),
     ("train.py", ["--keep-checkpoints", 0, "--batch-size", 0], "--batch-size must be at least 1, got 0; "
                                                                 "--keep-checkpoints must be at least 1, got 0"),
-    ("train.py", ["--num-heads", 3, "--dropout", 1.5], "--hidden-size 256 is not divisible by --num-heads 3; "
-                                                       "--dropout must be in [0, 1), got 1.5"),
+    ("train.py", ["--num-heads", 3, "--dropout", 1.5], "--hidden-size 256 is not divisible by --num-heads 3 (or "
+                                                       "give --head-dim); --dropout must be in [0, 1), got 1.5"),
     ("train.py", ["--fp16", "--bf16"], "--fp16 and --bf16 exclude each other: choose one"),
     ("train.py", ["--device", "cuda"] if not torch.cuda.is_available() else ["--num-epochs", 0],
      "no CUDA device is available" if not torch.cuda.is_available() else "--num-epochs must be at least 1"),
@@ -310,3 +311,21 @@ def test_evaluate_scores_the_runs_own_test_split_and_keeps_each_files_results(tm
     paths = {json.loads((run / name).read_text())["data_path"] for name in written}
     assert paths == {str(data_dir / "test.json"), str(tmp_path / "long/test.json"),
                      str(tmp_path / "other/long/test.json")}
+
+
+def test_a_model_of_any_shape_trains_evaluates_and_records_its_unique_parameters(tmp_path, data_dir):
+    output_dir = tmp_path / "shaped"
+    shape = ["--num-layers", 1, "--hidden-size", 16, "--num-heads", 2, "--head-dim", 4, "--norm", "rmsnorm", "--mlp",
+             "swiglu", "--no-bias", "--no-tie-embeddings", "--rank", 4]
+    trained = run_script("train.py", *train_args(data_dir, output_dir, *shape, "--num-epochs", 1), home=tmp_path)
+    layout = json.loads((output_dir / "training_config.json").read_text())
+    model = layout["train_config"]["model"]
+    assert (model["head_dim"], model["norm"], model["mlp"], model["bias"], model["tie_embeddings"], model["rank"]) == \
+        (4, "rmsnorm", "swiglu", False, False, 4)
+    rebuilt = Transformer(ModelConfig(**{**model, "digit_ids": tuple(model["digit_ids"])}))
+    assert layout["num_parameters"] == rebuilt.num_parameters() == sum(p.numel() for p in rebuilt.parameters())
+    assert (f"(1 layer, width 16, 2 heads of 4, feed-forward 128 (swiglu), rmsnorm, no biases, untied head, rank 4): "
+            f"{layout['num_parameters']:,} unique parameters") in trained.stderr
+    run_script("evaluate.py", "--checkpoint", output_dir / "model.safetensors", "--output-file",
+               tmp_path / "eval.json", home=tmp_path)
+    assert json.loads((tmp_path / "eval.json").read_text())["num_examples"] == 200

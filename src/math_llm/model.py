@@ -33,6 +33,8 @@ MODEL_SIZES = {
     "large": dict(num_layers=8, hidden_size=512, num_heads=8, ffn_size=2048),
 }
 ROPE_BASE = 10_000.0
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
 
 
 @dataclass
@@ -43,6 +45,16 @@ class ModelConfig:
     hidden_size: int | None = option(None, "width of the residual stream (default: that of --model-size)")
     num_heads: int | None = option(None, "attention heads, dividing --hidden-size (default: those of --model-size)")
     ffn_size: int | None = option(None, "width of the MLP's hidden layer (default: that of --model-size)")
+    head_dim: int | None = option(None, "width of each attention head (default: --hidden-size / --num-heads); "
+                                        "queries, keys and values are --num-heads x this wide")
+    norm: str = option("layernorm", "the normalisation before each sublayer and the head", choices=NORMS)
+    mlp: str = option("gelu", "the feed-forward layer: gelu (two matrices, GELU between) or swiglu (a SiLU-gated "
+                              "pair in, one out: three matrices)", choices=MLPS)
+    bias: bool = option(True, "biases in the linear layers and the norms; --no-bias: none")
+    tie_embeddings: bool = option(True, "the output head reuses the token embedding (counted once); "
+                                        "--no-tie-embeddings: a head of its own")
+    rank: int | None = option(None, "low rank: each linear layer of the blocks is a product of two thin matrices "
+                                    "(in x R, then R x out), where R is below both of its sides (default: full rank)")
     max_length: int = option(32, "longest example in tokens; longer ones are an error")
     dropout: float = option(0.0, "dropout rate")
     pos_encoding: str = option("learned", "; ".join(f"{name}: {text}" for name, text in POS_ENCODINGS.items()),
@@ -69,16 +81,35 @@ class ModelConfig:
         problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
                     for name in ("num_layers", "hidden_size", "num_heads", "ffn_size", "max_length")
                     if getattr(self, name) < 1]
-        if not problems and self.hidden_size % self.num_heads:
-            problems.append(f"--hidden-size {self.hidden_size} is not divisible by --num-heads {self.num_heads}")
+        if self.head_dim is not None and self.head_dim < 1 or self.rank is not None and self.rank < 1:
+            problems.append("--head-dim and --rank must be at least 1")
+        if not problems and self.head_dim is None and self.hidden_size % self.num_heads:
+            problems.append(f"--hidden-size {self.hidden_size} is not divisible by --num-heads {self.num_heads} "
+                            f"(or give --head-dim)")
         if not 0 <= self.dropout < 1:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.digit_positions < 2:
             problems.append(f"--digit-positions must be at least 2, got {self.digit_positions}")
+        if not problems and self.pos_encoding == "rope" and self.attention_head_size % 2:
+            problems.append(f"--pos-encoding rope needs an even head width, got {self.attention_head_size}")
         if not self.place_bias and self.pos_encoding != "abacus":
             problems.append("--no-place-bias applies to --pos-encoding abacus only")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def attention_head_size(self):
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def shape_text(self):
+        """'2 layers, width 64, 2 heads of 32, feed-forward 128 (gelu), layernorm', and the options that leave
+        GPT-2's block (no biases, an untied head, low rank)."""
+        options = [text for text, chosen in (("no biases", not self.bias), ("untied head", not self.tie_embeddings),
+                                             (f"rank {self.rank}", self.rank)) if chosen]
+        return ", ".join([f"{self.num_layers} layer{'s' * (self.num_layers != 1)}", f"width {self.hidden_size}",
+                          f"{self.num_heads} heads of {self.attention_head_size}",
+                          f"feed-forward {self.ffn_size} ({self.mlp})", self.norm, *options])
 
 
 class KVCache:
@@ -89,7 +120,7 @@ class KVCache:
 
     def __init__(self, config, batch_size, device, max_tokens=None):
         self.shape = (config.num_layers, batch_size, config.num_heads, max_tokens or config.max_length,
-                      config.hidden_size // config.num_heads)
+                      config.attention_head_size)
         self.device = device
         self.keys = self.values = None  # allocated on first use, in the dtype the model computes in
         self.length = 0  # positions filled so far
@@ -197,21 +228,67 @@ def attention_kernels(query):
     return contextlib.nullcontext()
 
 
+def linear(in_features, out_features, config, bias=None):
+    """A linear layer of the blocks: full rank, or with --rank R below both sides, two thin ones (in x R without a
+    bias, then R x out), 2R(in + out)/(2 in out) of the weights."""
+    bias = config.bias if bias is None else bias
+    if config.rank is None or config.rank >= min(in_features, out_features):
+        return nn.Linear(in_features, out_features, bias=bias)
+    return nn.Sequential(nn.Linear(in_features, config.rank, bias=False),
+                         nn.Linear(config.rank, out_features, bias=bias))
+
+
+def norm(config):
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.hidden_size)  # a gain and no bias whatever --bias says: RMSNorm has none
+    return nn.LayerNorm(config.hidden_size, bias=config.bias)
+
+
+def residual_output(layer):
+    """Marks the layer that writes into the residual stream (its last matrix, if low rank), for GPT-2's scaled
+    initialisation."""
+    last = layer[-1] if isinstance(layer, nn.Sequential) else layer
+    last.writes_residual = True
+    return layer
+
+
+class SwiGLU(nn.Module):
+    """SiLU(x W_gate) * (x W_up), then W_down (Shazeer 2020): three matrices where GELU's MLP has two."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.gate = linear(config.hidden_size, config.ffn_size, config)
+        self.up = linear(config.hidden_size, config.ffn_size, config)
+        self.down = residual_output(linear(config.ffn_size, config.hidden_size, config))
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def feed_forward(config):
+    if config.mlp == "swiglu":
+        return SwiGLU(config)
+    return nn.Sequential(linear(config.hidden_size, config.ffn_size, config), nn.GELU(),
+                         residual_output(linear(config.ffn_size, config.hidden_size, config)))
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_index):
         super().__init__()
-        self.num_heads = config.num_heads
+        self.num_heads, self.head_size = config.num_heads, config.attention_head_size
         self.layer_index = layer_index
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        width = config.num_heads * config.attention_head_size
+        self.qkv = linear(config.hidden_size, 3 * width, config)
+        self.proj = residual_output(linear(width, config.hidden_size, config))
         self.dropout = config.dropout
 
     def forward(self, x, cache=None, rotary=None, bias=None):
         """`rotary`: RoPE's (cos, sin) for these positions; `bias`: additive attention scores that already hold the
         causal mask (place_distance_bias)."""
-        batch, length, hidden = x.shape
-        q, k, v = self.qkv(x).split(hidden, dim=2)
-        q, k, v = (t.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2) for t in (q, k, v))
+        batch, length, _ = x.shape
+        width = self.num_heads * self.head_size
+        q, k, v = self.qkv(x).split(width, dim=2)
+        q, k, v = (t.view(batch, length, self.num_heads, self.head_size).transpose(1, 2) for t in (q, k, v))
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
         # Causal within the new positions; a single new token attends to everything cached before it.
@@ -224,20 +301,16 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
                                                is_causal=is_causal and bias is None,
                                                dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(batch, length, hidden))
+        return self.proj(y.transpose(1, 2).reshape(batch, length, width))
 
 
 class Block(nn.Module):
     def __init__(self, config, layer_index):
         super().__init__()
-        self.ln_attention = nn.LayerNorm(config.hidden_size)
+        self.ln_attention = norm(config)
         self.attention = CausalSelfAttention(config, layer_index)
-        self.ln_mlp = nn.LayerNorm(config.hidden_size)
-        self.mlp = nn.Sequential(
-            nn.Linear(config.hidden_size, config.ffn_size),
-            nn.GELU(),
-            nn.Linear(config.ffn_size, config.hidden_size),
-        )
+        self.ln_mlp = norm(config)
+        self.mlp = feed_forward(config)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, cache=None, rotary=None, bias=None):
@@ -259,14 +332,15 @@ class Transformer(nn.Module):
             self.register_buffer("digit_place_codes", 0.02 * torch.randn(config.digit_positions, config.hidden_size))
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, index) for index in range(config.num_layers))
-        self.ln_final = nn.LayerNorm(config.hidden_size)
+        self.ln_final = norm(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2
         self.apply(self._init_weights)
         # GPT-2's scaled init of the projections that write into the residual stream.
-        for name, parameter in self.named_parameters():
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.num_layers))
+        for module in self.modules():
+            if getattr(module, "writes_residual", False):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.num_layers))
 
     @staticmethod
     def _init_weights(module):
@@ -276,6 +350,8 @@ class Transformer(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_parameters(self):
+        """Unique trained parameters, as AdderBoard counts them: a tied weight once, fixed buffers (the abacus
+        codes) not at all."""
         return sum(p.numel() for p in self.parameters())
 
     @property
@@ -317,7 +393,7 @@ class Transformer(nn.Module):
                 raise ValueError(f"a sequence of {error}")
             return x + self.position_embedding(torch.arange(start, end, device=idx.device)), None, None
         if encoding == "rope":
-            return x, rotary_angles(start, end, self.config.hidden_size // self.config.num_heads, idx.device), None
+            return x, rotary_angles(start, end, self.config.attention_head_size, idx.device), None
         places = self.digit_places(idx, *((cache.last_digit_place, cache.last_token) if cache is not None else ()))
         key_places = places
         if cache is not None:

@@ -619,8 +619,8 @@ def run_training(config, explicit_flags, prepare):
     if ranks.is_main:
         write_training_config(config, trained, ranks, device, num_train, examples_per_step, total_steps)
     shape = config.model
-    log.info(f"model {shape.model_size} ({shape.num_layers} layers, width {shape.hidden_size}, {shape.num_heads} heads, "
-             f"feed-forward {shape.ffn_size}): {trained.model.num_parameters():,} parameters | {config.num_epochs} "
+    log.info(f"model {shape.model_size} ({shape.shape_text}): {trained.model.num_parameters():,} unique parameters "
+             f"| {config.num_epochs} "
              f"epochs x {math.ceil(num_train / examples_per_step)} steps of global batch {examples_per_step} "
              f"({config.batch_size} per process x {ranks.world_size} processes x {config.gradient_accumulation_steps} "
              f"accumulation steps) = {total_steps} steps | device {device} | precision {precision.description}"
