@@ -7,11 +7,10 @@
 
 import argparse
 import logging
-import os
 import sys
 
 from math_llm.cli import run_main
-from math_llm.distributed import run_process
+from math_llm.distributed import is_main_process, run_process
 from math_llm.flags import add_flags, parse_config
 from math_llm.logging_setup import setup_logging
 from math_llm.recipes import in_recipe_dirs, load_recipe
@@ -36,7 +35,7 @@ def main():
     if recipe:
         config, prepare = in_recipe_dirs(recipe, config, explicit_flags)
     # under torchrun, the other ranks only warn; rank 0 also writes the run's log file (train opens it)
-    setup_logging(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+    setup_logging(level=logging.INFO if is_main_process() else logging.WARNING)
     run_process(train, config, explicit_flags, prepare)
 
 

@@ -1,12 +1,21 @@
-"""Helpers for the tests: running the scripts as a user would, the flags of a short real training run, and
-interrupting one."""
+"""Helpers for the tests: running the scripts as a user would, the flags of a short real training run,
+interrupting one, and the contents of real checkpoints of a tiny model."""
 
 import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import torch
+
+from math_llm import checkpoint as ckpt
+from math_llm.formats import FORMATS
+from math_llm.model import ModelConfig, Transformer
+from math_llm.probe import RunningSumProbe
+from math_llm.tokenizer import Tokenizer
+from math_llm.trained_model import TrainedModel
+from math_llm.trainer import TrainConfig, build_optimizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Set by conftest for each test: whether it is marked slow, which every test that starts a process must be.
@@ -71,3 +80,30 @@ def num_carries(problem):
     """The carries (borrows) of a problem as evaluation counts them; None for operations without."""
     carries = problem.operation.carries
     return carries.count(problem.operands) if carries else None
+
+
+def tiny_model_checkpoint(probe=False):
+    """The contents a best_model.pt of a tiny model has."""
+    config = TrainConfig(ModelConfig("tiny", max_length=16), running_sum_loss=float(probe))
+    model = Transformer(config.model)
+    trained = TrainedModel(model, Tokenizer(), FORMATS["plain"], None, {"max_digits": 2},
+                           RunningSumProbe(64) if probe else None)
+    return {**ckpt.model_contents(config, trained), "step": 1, "selected_on": "val", "selection_metrics": {}}
+
+
+def training_checkpoint(step):
+    """The contents a checkpoint-N.pt of a tiny model has, after one optimizer step."""
+    contents = tiny_model_checkpoint()
+    model = Transformer(ModelConfig(**contents["train_config"]["model"]))
+    optimizer = build_optimizer(model, TrainConfig())
+    model(torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]]))[1].backward()
+    optimizer.step()
+    del contents["step"], contents["selected_on"], contents["selection_metrics"]
+    return {**contents, "model": model.state_dict(), "state": asdict(ckpt.TrainingState(step=step)),
+            "optimizer": optimizer.state_dict(), "scaler": {}, "rng": [ckpt.capture_rng_state()],
+            "train_data_fingerprint": "", "precision": "fp32"}
+
+
+def save_training_checkpoints(output_dir, steps):
+    for step in steps:
+        ckpt.save_atomic(training_checkpoint(step), ckpt.checkpoint_path(str(output_dir), step))

@@ -7,7 +7,6 @@ import pickle
 import random
 import sys
 import types
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -15,39 +14,7 @@ import torch
 
 from math_llm import checkpoint as ckpt
 from math_llm.errors import CheckpointError
-from math_llm.formats import FORMATS
-from math_llm.model import ModelConfig, Transformer
-from math_llm.probe import RunningSumProbe
-from math_llm.tokenizer import Tokenizer
-from math_llm.trainer import TrainConfig, build_optimizer
-from math_llm.trained_model import TrainedModel
-
-
-def tiny_model_checkpoint(probe=False):
-    """The contents a best_model.pt of a tiny model has."""
-    config = TrainConfig(ModelConfig("tiny", max_length=16), running_sum_loss=float(probe))
-    model = Transformer(config.model)
-    trained = TrainedModel(model, Tokenizer(), FORMATS["plain"], None, {"max_digits": 2},
-                           RunningSumProbe(64) if probe else None)
-    return {**ckpt.model_contents(config, trained), "step": 1, "selected_on": "val", "selection_metrics": {}}
-
-
-def training_checkpoint(step):
-    """The contents a checkpoint-N.pt of a tiny model has, after one optimizer step."""
-    contents = tiny_model_checkpoint()
-    model = Transformer(ModelConfig(**contents["train_config"]["model"]))
-    optimizer = build_optimizer(model, TrainConfig())
-    model(torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]]))[1].backward()
-    optimizer.step()
-    del contents["step"], contents["selected_on"], contents["selection_metrics"]
-    return {**contents, "model": model.state_dict(), "state": asdict(ckpt.TrainingState(step=step)),
-            "optimizer": optimizer.state_dict(), "scaler": {}, "rng": [ckpt.capture_rng_state()],
-            "train_data_fingerprint": "", "precision": "fp32"}
-
-
-def save_training_checkpoints(output_dir, steps):
-    for step in steps:
-        ckpt.save_atomic(training_checkpoint(step), ckpt.checkpoint_path(str(output_dir), step))
+from tests.helpers import save_training_checkpoints, tiny_model_checkpoint
 
 
 def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -19,8 +18,8 @@ from math_llm.evaluation import EvalConfig, evaluate_checkpoint
 from math_llm.files import atomic_open
 from math_llm.run_lock import LOCK_FILE, OutputDirLock, writable_dir
 from math_llm.trainer import TrainConfig, resumed_run
-from tests.helpers import REPO_ROOT, check_slow_test, run_script, script_env, train_args
-from tests.test_checkpoint import save_training_checkpoints, tiny_model_checkpoint, training_checkpoint
+from tests.helpers import (check_slow_test, run_script, save_training_checkpoints, script_env,
+                           tiny_model_checkpoint, train_args, training_checkpoint)
 
 
 def without_model_weight(contents):
@@ -136,7 +135,10 @@ def test_train_on_a_locked_output_dir_refuses_naming_the_holder_and_takes_over_o
 def test_a_learning_rate_or_clipping_norm_that_is_not_a_number_is_refused(flag, value):
     with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')} must be a positive number.*, got {value}"):
         TrainConfig(**{flag: value})
-    assert TrainConfig(max_grad_norm=float("inf")).max_grad_norm == float("inf")  # torch's "no clipping"
+
+
+def test_an_infinite_clipping_norm_is_torchs_no_clipping_and_allowed():
+    assert TrainConfig(max_grad_norm=float("inf")).max_grad_norm == float("inf")
 
 
 def unwritable_dir(tmp_path):

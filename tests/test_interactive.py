@@ -6,6 +6,7 @@ import itertools
 import os
 import pty
 import select
+import signal
 import sys
 import time
 
@@ -205,6 +206,11 @@ def test_on_a_terminal_the_up_arrow_recalls_the_last_problem_and_history_is_kept
     os.write(fd, b"\x1b[A\r")  # up arrow, enter: the same problem again
     shown = read_until(fd, b"> ", shown)
     os.write(fd, b"exit\r")
-    os.waitpid(pid, 0)
+    deadline = time.time() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):  # still running
+        if time.time() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"interactive.py did not end on exit: {shown!r}")
+        time.sleep(0.05)
     assert shown.count(b"12+34 = ") == 2
     assert "12+34" in (tmp_path / ".math_llm_history").read_text().splitlines()

@@ -13,10 +13,10 @@ from math_llm.data import write_splits
 from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.errors import ConfigError, DataError
 from math_llm.recipes import SMOKE_TRAIN, check_set_seeds, load_recipe, parse_seeds, prepare_data, smoke
-from math_llm.results import README_BEGIN, README_END, load_summaries, write_report
-from scripts.run_recipe import build_parser
 from math_llm.flags import config_from_flags, parse_config
+from math_llm.results import README_BEGIN, README_END, load_summaries, write_report
 from math_llm.trainer import TrainConfig
+from scripts.run_recipe import build_parser
 from tests.helpers import REPO_ROOT, run_script
 
 RECIPES = sorted(glob.glob(os.path.join(REPO_ROOT, "recipes", "*.yaml")))
@@ -198,7 +198,8 @@ def test_every_recipe_smoke_runs_end_to_end(smoke_runs, name):
     assert summary["curve"] and summary["selection"]["step"] <= summary["training"]["steps"]
     assert summary["model"]["layers"] == 1 and summary["data"]["format"] == recipe.data.format
     assert f"--seeds {recipe.seeds[0]} --smoke" in summary["command"]
-    assert "mean" in output
+    test_match = f"{100 * summary['evaluations']['test']['exact_match']:.2f}%"
+    assert f"{name} test: seed {recipe.seeds[0]} {test_match} | mean {test_match} min {test_match}" in output
 
 
 @pytest.mark.slow

@@ -333,8 +333,8 @@ def run_description(weights_path):
     try:
         with open(os.path.join(directory, TRAINER_STATE_FILE)) as f:
             description["step"] = json.load(f)["step"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # the step is for messages only
+    except (OSError, ValueError, KeyError, TypeError) as error:  # the step is for messages only: go on without
+        log.warning(f"{weights_path}: no step read from the {TRAINER_STATE_FILE} beside it ({one_line(str(error))})")
     return description
 
 

@@ -104,8 +104,9 @@ def all_gather_objects(obj):
 
 
 def is_main_process():
-    """Whether this is rank 0 of a torchrun job, or the only process: the one that shows progress bars."""
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Whether this is rank 0 of a torchrun job, or the only process: the one that writes files, logs and shows
+    progress bars. From torchrun's environment, so it holds before the process group is set up too."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def rank_shard(dataset):

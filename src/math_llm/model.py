@@ -228,14 +228,13 @@ def attention_kernels(query):
     return contextlib.nullcontext()
 
 
-def linear(in_features, out_features, config, bias=None):
+def linear(in_features, out_features, config):
     """A linear layer of the blocks: full rank, or with --rank R below both sides, two thin ones (in x R without a
-    bias, then R x out), 2R(in + out)/(2 in out) of the weights."""
-    bias = config.bias if bias is None else bias
+    bias, then R x out), R(in + out) weights where a full one has in x out."""
     if config.rank is None or config.rank >= min(in_features, out_features):
-        return nn.Linear(in_features, out_features, bias=bias)
+        return nn.Linear(in_features, out_features, bias=config.bias)
     return nn.Sequential(nn.Linear(in_features, config.rank, bias=False),
-                         nn.Linear(config.rank, out_features, bias=bias))
+                         nn.Linear(config.rank, out_features, bias=config.bias))
 
 
 def norm(config):

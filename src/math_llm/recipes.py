@@ -17,7 +17,7 @@ from math_llm import checkpoint as ckpt
 from math_llm.data import SPLITS, dataset_present, read_metadata, read_split, split_path, write_dataset
 from math_llm.data_generation import DataConfig
 from math_llm.errors import ConfigError
-from math_llm.evaluation import EvalConfig, evaluate_checkpoint
+from math_llm.evaluation import EvalConfig, evaluate_checkpoint, same_path
 from math_llm.files import write_json
 from math_llm.flags import attribute, config_from_dict, config_from_flags, flag_fields, flag_values
 from math_llm.trainer import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE, TrainConfig, train
@@ -292,7 +292,7 @@ def evaluate_set(config, test_set, directory):
                                                                                  (best_model, data_path))):
         with open(output_file) as f:
             saved = json.load(f)
-        if saved.get("data_path") == data_path and ("edge_cases" in saved) == test_set.edge_cases:
+        if same_path(saved.get("data_path") or "", data_path) and ("edge_cases" in saved) == test_set.edge_cases:
             return saved
     return evaluate_checkpoint(EvalConfig(
         checkpoint=best_model, data_path=data_path, batch_size=config.eval_batch_size, device=config.device,
@@ -319,7 +319,7 @@ def run_summary(recipe, output_dir, results, command):
     run_config = config_from_dict(TrainConfig, layout["train_config"], os.path.join(output_dir, TRAINING_CONFIG_FILE))
     shape = run_config.model
     training_problems = set(read_split(split_path(run_config.data_dir, "train"))[0])
-    curve_key = "selection/exact_match" if run_config.selection_data else "val/exact_match"
+    curve_key = f"{state['selected_on']}/exact_match"
     summary = {
         "recipe": recipe.name, "description": recipe.description, "recipe_file": recipe.path, "seed": run_config.seed,
         "command": command, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -333,7 +333,7 @@ def run_summary(recipe, output_dir, results, command):
         "training": {"steps": state["step"], "global_batch_size": layout["global_batch_size"],
                      "training_seconds": state["training_seconds"],
                      "evaluation_seconds": state["evaluation_seconds"]},
-        "selection": {"set": "selection" if run_config.selection_data else "val",
+        "selection": {"set": state["selected_on"],
                       "file": run_config.selection_data or split_path(run_config.data_dir, "val"),
                       "step": results["test"]["model_step"], "exact_match": state["best_exact_match"]},
         "evaluations": {name: set_summary(entry, training_problems) for name, entry in results.items()},

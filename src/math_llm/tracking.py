@@ -38,12 +38,13 @@ class NoTracking:
 
 class WandbTracking:
     def __init__(self, run, history_path):
-        self.run, self.history_path = run, history_path
+        self.run = run
+        self.history = open(history_path, "a")  # one handle for the run: no file opened per logged interval
 
     def log(self, metrics, step=None):
         self.run.log(metrics, step=step)
-        with open(self.history_path, "a") as f:
-            f.write(json.dumps({"step": step, "metrics": metrics}) + "\n")
+        self.history.write(json.dumps({"step": step, "metrics": metrics}) + "\n")
+        self.history.flush()  # a killed run keeps every line it logged
 
     def set_summary(self, metrics):
         self.run.summary.update(metrics)
@@ -54,6 +55,7 @@ class WandbTracking:
 
     def finish(self):
         self.run.finish()
+        self.history.close()
 
 
 def has_wandb_login():

@@ -24,7 +24,7 @@ from math_llm import checkpoint as ckpt
 from math_llm.batches import epoch_order, step_batches, steps_remaining
 from math_llm.checkpoint import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE
 from math_llm.data import ArithmeticDataset, check_resumed_data, ensure_dataset, load_splits
-from math_llm.distributed import all_gather_objects, all_reduce_sum, barrier, setup_distributed
+from math_llm.distributed import all_gather_objects, all_reduce_sum, barrier, is_main_process, setup_distributed
 from math_llm.edge_cases import edge_case_datasets
 from math_llm.errors import ConfigError, TrainingDiverged
 from math_llm.evaluation import evaluate, publish, scalar_metrics, summary_line
@@ -449,12 +449,11 @@ def evaluate_on_val(config, trained, dataset, edge_sets, selection_set, device, 
     check_finite(results["loss"], state.step)  # the last update can break weights after a finite training loss
     metrics = {**scalar_metrics(results, "val"), "val/seconds": results["seconds"]}
     chosen_on, chosen = "val", results
+    state.evaluation_seconds += results["seconds"]
     if selection_set is not None:
         chosen_on, chosen = "selection", evaluate(trained, selection_set, {}, config.eval_batch_size, device, precision)
         log.info(summary_line(chosen, "selection"))
         metrics.update({f"selection/{key}": chosen[key] for key in ("exact_match", "token_accuracy", "loss")})
-    state.evaluation_seconds += results["seconds"]
-    if selection_set is not None:
         state.evaluation_seconds += chosen["seconds"]
     tracker.log(metrics, step=state.step)
     state.log_history.append({"step": state.step, "train/training_seconds": state.training_seconds,
@@ -566,7 +565,7 @@ def train(config, explicit_flags=frozenset(), prepare=None):
     logs and W&B, runs `prepare` (a recipe's data generation) before the data is read, and holds the output dir's
     lock."""
     writable_dir(config.output_dir)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = is_main_process()
     with OutputDirLock(config.output_dir) if is_main else contextlib.nullcontext():
         if is_main:
             log_to_file(os.path.join(config.output_dir, "logs", "training.log"))
