@@ -1,10 +1,11 @@
 """Recipes: every file in recipes/ loads and smoke-runs end to end; a bad recipe is a one-line error naming the file
-and the key; the command line overrides a recipe's training section; stale data is refused; the report is built
-from the runs' summaries."""
+and the key; the command line overrides a recipe's training section; stale data is refused; a recipe's variants run
+in dirs of their own on its data; the report is built from the runs' summaries."""
 
 import glob
 import json
 import os
+import shlex
 import textwrap
 
 import pytest
@@ -12,10 +13,12 @@ import pytest
 from math_llm.data import write_splits
 from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.errors import ConfigError, DataError
-from math_llm.recipes import SMOKE_TRAIN, check_set_seeds, load_recipe, parse_seeds, prepare_data, smoke
+from math_llm.recipes import (SMOKE_TRAIN, check_set_seeds, chosen_variants, in_recipe_dirs, load_recipe, parse_seeds,
+                               prepare_data, smoke, training_recipe)
 from math_llm.flags import config_from_flags, parse_config
 from math_llm.results import README_BEGIN, README_END, load_summaries, write_report
 from math_llm.trainer import TrainConfig
+from scripts import train as train_script
 from scripts.run_recipe import build_parser
 from tests.helpers import REPO_ROOT, run_script
 
@@ -64,6 +67,17 @@ def test_every_recipe_loads_and_its_smoke_version_is_small():
     ("description: x\ndata: {seed: 7}\nevaluations: {long: {max_digits: 3, seed: 7}}\n", "long set's seed 7"),
     ("description: x\ndata: {}\nevaluations: {long: {edge_cases: maybe}}\n", "edge_cases must be true or false"),
     ("description: x: y\ndata: {}\n", "line 1: not valid YAML (mapping values are not allowed here)"),
+    ("description: x\ndata: {}\nvariants: [a, b]\n", "variants: expected a mapping of variant names"),
+    ("description: x\ndata: {}\nvariants: {L1-w8: {}}\n", "variants L1-w8: a variant's name is lower-case"),
+    ("description: x\ndata: {}\nvariants: {l1: 3}\n", "variants l1: expected a mapping of training flags, got int"),
+    ("description: x\ndata: {}\nvariants: {l1: {num_layer: 1}}\n", "variants l1: unknown setting 'num_layer'"),
+    ("description: x\ndata: {}\nvariants: {l1: {rank: two}}\n", "variants l1: rank must be int or null"),
+    ("description: x\ndata: {}\nvariants: {l1: {seeds: [1, 1]}}\n", "variants l1: seeds must be a non-empty list"),
+    ("description: x\ndata: {}\nvariants: {l1: {seed: 3}}\n", "variants l1: seed are set by the recipe's run"),
+    ("description: x\ndata: {}\ntrain: {model_size: tiny, hidden_size: 12}\nvariants: {l1: {num_heads: 8}}\n",
+     "variants l1: --hidden-size 12 is not divisible by --num-heads 8"),  # each valid alone, not together
+    ("description: x\ndata: {}\nvary_data_with_seed: true\nevaluations: {long: {seed: 7}}\n"
+     "variants: {l1: {seeds: [7]}}\n", "long set's seed 7 is also a seed of the training data"),
 ])
 def test_a_bad_recipe_is_one_config_error_naming_the_file(tmp_path, text, message):
     path = write_recipe(tmp_path, text)
@@ -118,6 +132,58 @@ def test_seeds_parse_or_fail_in_one_line():
     for bad in ("1,x", "1,1"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
+
+
+SWEEP = """
+    description: A sweep of shapes.
+    data: {num_examples: 300, max_digits: 2, val_fraction: 0.1, test_fraction: 0.1}
+    evaluations: {long: {num_examples: 40, min_digits: 3, max_digits: 3, seed: 7, edge_cases: false}}
+    seeds: [1]
+    train: {model_size: tiny, num_layers: 1, num_epochs: 1, batch_size: 32, learning_rate: 3e-3, warmup_steps: 2,
+            eval_steps: 4, save_steps: 100, logging_steps: 4, eval_batch_size: 64}
+    variants:
+      w8_r2: {hidden_size: 8, rank: 2, seeds: [1, 2]}
+      w16: {hidden_size: 16}
+"""
+
+
+def test_a_variant_runs_the_train_section_under_its_flags_with_its_seeds_in_its_own_dir(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, SWEEP, "sweep.yaml"))
+    narrow, wide = chosen_variants(recipe)  # file order
+    assert (narrow.variant, narrow.seeds, wide.variant, wide.seeds) == ("w8_r2", (1, 2), "w16", (1,))
+    assert narrow.train == {**recipe.train, "hidden_size": 8, "rank": 2} and wide.train["num_layers"] == 1
+    assert narrow.run_dir("c", 2) == os.path.join("c", "sweep", "w8_r2", "seed-2")
+    assert narrow.datasets("d", 2) == recipe.datasets("d", 1)  # every variant and seed: the recipe's data
+    assert [run.variant for run in chosen_variants(recipe, ["w16", "w8_r2"])] == ["w8_r2", "w16"]
+    shrunk = smoke(wide)
+    assert shrunk.variant == "w16" and shrunk.train["hidden_size"] == SMOKE_TRAIN["hidden_size"]
+
+
+def test_an_unknown_variant_or_variants_of_a_recipe_without_them_is_a_one_line_error(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, SWEEP, "sweep.yaml"))
+    plain = load_recipe(write_recipe(tmp_path, "description: x\ndata: {}\n"))
+    assert chosen_variants(plain) == [plain]
+    with pytest.raises(ConfigError, match=r"^--variants: .*sweep.yaml has no variant w4; its variants are w8_r2, w16$"):
+        chosen_variants(recipe, ["w16", "w4"])
+    with pytest.raises(ConfigError, match=r"^--variants: .*r.yaml has no variants$"):
+        chosen_variants(plain, ["w16"])
+
+
+def test_train_py_needs_the_variant_of_a_recipe_with_variants_and_trains_it_in_its_run_dir(tmp_path):
+    path, plain = write_recipe(tmp_path, SWEEP, "sweep.yaml"), write_recipe(tmp_path, "description: x\ndata: {}\n")
+    for config, variant, message in [(path, None, r"has variants \(w8_r2, w16\); choose one with --variant NAME"),
+                                     (path, "w4", "--variant: .* has no variant w4"),
+                                     (plain, "w16", "--variant: .* has no variants"),
+                                     (None, "w16", "--variant chooses a variant of the recipe that --config names")]:
+        with pytest.raises(ConfigError, match=message):
+            training_recipe(config, variant)
+    recipe = training_recipe(path, "w8_r2")
+    argv = ["--config", path, "--variant", "w8_r2", "--learning-rate", "1e-2"]
+    config, _, explicit = parse_config(train_script.build_parser(), TrainConfig, argv, recipe.train)
+    config, _ = in_recipe_dirs(recipe, config, explicit, "d", "c")
+    assert (config.model.hidden_size, config.model.rank, config.learning_rate) == (8, 2, 0.01)
+    assert (config.seed, config.output_dir, config.data_dir) == (1, os.path.join("c", "sweep", "w8_r2", "seed-1"),
+                                                                 os.path.join("d", "sweep"))
 
 
 def test_data_generated_with_other_settings_is_refused_not_replaced(tmp_path):
@@ -234,3 +300,55 @@ def test_a_finished_recipe_run_is_found_again_and_the_report_is_built_from_its_s
     assert "python scripts/run_recipe.py recipes/default.yaml" in results_md  # listed as not run
     assert str(tmp_path / "docs" / "results_curves.png") in written
     assert list(load_summaries(str(results_dir))) == ["add10", "fastest"]
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(tmp_path_factory):
+    """SWEEP run by run_recipe.py: every variant over its seeds, then one variant and seed under an override of its
+    learning rate. (recipe path, data root, output root, results dir, output of the first run)."""
+    root = tmp_path_factory.mktemp("sweep")
+    path = write_recipe(root, SWEEP, "sweep.yaml")
+    roots = ["--data-root", root / "data", "--output-root", root / "runs", "--results-dir", root / "results"]
+    every = run_script("run_recipe.py", path, "--no-wandb", *roots, home=root)
+    run_script("run_recipe.py", path, "--variants", "w16", "--seeds", 3, "--learning-rate", 1e-2, "--no-wandb", *roots,
+               home=root)
+    return path, root / "data", root / "runs", root / "results", every.stdout + every.stderr
+
+
+@pytest.mark.slow
+def test_every_variant_runs_over_its_seeds_on_the_recipes_data_and_is_recorded_with_its_shape(sweep_runs):
+    _, data_root, runs, results, output = sweep_runs
+    recorded = {path.relative_to(results).as_posix(): json.loads(path.read_text())
+                for path in results.rglob("*.json")}
+    assert sorted(recorded) == ["sweep/w16/seed-1.json", "sweep/w8_r2/seed-1.json", "sweep/w8_r2/seed-2.json"]
+    for name, summary in recorded.items():
+        assert summary == json.loads((runs / name.removesuffix(".json") / "run_summary.json").read_text())
+        assert summary["variant"] == name.split("/")[1] and summary["overrides"] == {}
+        assert summary["data"]["data_dir"] == str(data_root / "sweep")
+    assert sorted(path.name for path in data_root.iterdir()) == ["sweep"]
+    model = recorded["sweep/w8_r2/seed-2.json"]["model"]
+    assert (model["width"], model["head_dim"], model["rank"], model["norm"], model["tie_embeddings"]) == \
+        (8, 4, 2, "layernorm", True)
+    assert model["shape"].startswith("1 layer, width 8, 2 heads of 4") and model["shape"].endswith("rank 2")
+    assert model["num_parameters"] < recorded["sweep/w16/seed-1.json"]["model"]["num_parameters"]
+    assert "sweep w8_r2 test: seed 1 " in output and " seed 2 " in output.split("sweep w8_r2 test: ")[1].split("\n")[0]
+    assert "sweep w16 long: seed 1 " in output
+
+
+@pytest.mark.slow
+def test_a_variant_runs_recorded_command_reruns_that_variant_and_seed_alone(sweep_runs):
+    path, _, _, results, _ = sweep_runs
+    command = json.loads((results / "sweep" / "w8_r2" / "seed-2.json").read_text())["command"]
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "scripts/run_recipe.py"]
+    args = build_parser().parse_args(argv[2:])
+    assert (args.recipe, args.variants, args.seeds, args.wandb) == (path, "w8_r2", "2", False)
+
+
+@pytest.mark.slow
+def test_variants_picks_the_variants_to_run_and_a_command_line_override_is_not_recorded(sweep_runs):
+    _, _, runs, results, _ = sweep_runs
+    summary = json.loads((runs / "sweep" / "w16" / "seed-3" / "run_summary.json").read_text())
+    assert summary["variant"] == "w16" and summary["overrides"] == {"learning_rate": 0.01}
+    assert not (results / "sweep" / "w16" / "seed-3.json").exists()
+    assert not (runs / "sweep" / "w8_r2" / "seed-3").exists()

@@ -1,11 +1,13 @@
 """What evaluation and data generation show a reader: a progress bar on a terminal only, edge-case mistakes named
-as such, plots by length with whole-number ticks, and plot_lengths.py reading the results train.py writes."""
+as such, plots by length with whole-number ticks, plot_lengths.py reading the results train.py writes, and the report
+of a recipe's variants: one row per variant in the recipe's order, the scaling plot, README's row."""
 
 import io
 import json
 import logging
 import re
 import sys
+import textwrap
 from dataclasses import asdict
 
 import pytest
@@ -19,7 +21,8 @@ from math_llm.errors import DataError
 from math_llm.evaluation import evaluate, log_report
 from math_llm.formats import FORMATS
 from math_llm.model import ModelConfig, Transformer
-from math_llm.plots import save_length_plot
+from math_llm.plots import save_length_plot, save_scaling_plot
+from math_llm.results import README_BEGIN, README_END, TARGET, load_summaries, scaling_points, write_report
 from math_llm.runtime import select_precision
 from math_llm.tokenizer import Tokenizer
 from math_llm.trained_model import TrainedModel
@@ -144,3 +147,100 @@ def test_generate_data_shows_no_progress_bars_in_redirected_output(tmp_path):
     assert "generated 200000 distinct problems" in generated.stderr
     output = generated.stdout + generated.stderr
     assert "sampling" not in output and "%|" not in output and "\r" not in output
+
+
+SWEEP_RECIPE = """
+    description: A sweep of shapes. Layers and widths.
+    data: {max_digits: 2}
+    evaluations: {uniform: {sampling: uniform, seed: 7}}
+    train: {model_size: tiny}
+    variants:
+      l2_w16: {hidden_size: 16}
+      l1_w8_r2: {num_layers: 1, hidden_size: 8, rank: 2, seeds: [1, 2]}
+      l1_w4: {num_layers: 1, hidden_size: 4, seeds: [1, 2]}
+      l1_w16: {num_layers: 1, hidden_size: 16}
+"""
+# (variant, seed, unique parameters, layers, rank, exact match on uniform), in no particular order
+SWEEP_RUNS = [("l1_w16", 1, 1500, 1, None, 1.0), ("l1_w4", 1, 400, 1, None, 1.0), ("l1_w4", 2, 400, 1, None, 0.9),
+              ("l1_w8_r2", 1, 900, 1, 2, 0.99), ("l1_w8_r2", 2, 900, 1, 2, 1.0), ("l2_w16", 1, 3000, 2, None, 1.0)]
+
+
+def variant_summary(variant, seed, parameters, layers, rank, uniform):
+    """What run_recipe.py records of a variant's run, the fields the report reads; l2_w16's as a summary written
+    before the shape was recorded."""
+    model = {"size": "tiny", "layers": layers, "width": 8, "heads": 2, "pos_encoding": "learned",
+             "num_parameters": parameters, "rank": rank, "shape": f"the shape of {variant}"}
+    if variant == "l2_w16":
+        del model["rank"], model["shape"]
+    return {"recipe": "sweep", "variant": variant, "seed": seed, "description": "A sweep of shapes. Layers and widths.",
+            "recipe_file": "recipes/sweep.yaml", "machine": "test machine", "overrides": {},
+            "command": f"python scripts/run_recipe.py recipes/sweep.yaml --variants {variant} --seeds {seed}",
+            "model": model, "data": {"format": "plain", "train_examples": 240},
+            "training": {"steps": 8, "training_seconds": 2.0 * seed},
+            "selection": {"set": "val", "step": 8, "exact_match": 1.0},
+            "evaluations": {"test": {"exact_match": 1.0, "num_examples": 30, "in_training": 0},
+                            "uniform": {"exact_match": uniform, "num_examples": 40, "in_training": 0}},
+            "curve": [{"step": 8, "training_seconds": 2.0 * seed, "exact_match": 1.0}]}
+
+
+def write_summary(path, summary):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary))
+
+
+def test_a_recipe_with_variants_is_reported_one_row_per_variant_in_its_order_with_its_scaling_plot(tmp_path):
+    recipe_file = tmp_path / "recipes" / "sweep.yaml"
+    recipe_file.parent.mkdir()
+    recipe_file.write_text(textwrap.dedent(SWEEP_RECIPE))
+    for run in SWEEP_RUNS:
+        write_summary(tmp_path / "results" / "sweep" / run[0] / f"seed-{run[1]}.json", variant_summary(*run))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{README_BEGIN}\n{README_END}\n")
+    written = write_report(str(tmp_path / "results"), [str(recipe_file)], str(tmp_path / "docs"), str(readme))
+    assert str(tmp_path / "docs" / "sweep_scaling.png") in written
+    results = (tmp_path / "docs" / "results.md").read_text()
+    rows = [line for line in results.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[0] for row in rows] == ["| `l2_w16`", "| `l1_w8_r2`", "| `l1_w4`", "| `l1_w16`"]
+    assert rows[0] == "| `l2_w16` | 2 layers, width 8, 2 heads | 3,000 | 1 | 100.00%, 1 seed | 100.00%, 1 seed | 2.0 |"
+    assert rows[2] == ("| `l1_w4` | the shape of l1_w4 | 400 | 1, 2 | 100.00% (100.00%-100.00%), 2 seeds | "
+                       "95.00% (90.00%-100.00%), 2 seeds | 3.0 |")
+    assert "![exact match against unique parameters, one point per seed](sweep_scaling.png)" in results
+    assert "python scripts/run_recipe.py recipes/sweep.yaml --variants l1_w4 --seeds 1,2" in results
+    # README: the smallest variant with every seed at 99% on uniform (l1_w4 is smaller, but one seed fell short)
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| [sweep]"))
+    assert "| `l1_w8_r2`, 900: the smallest of 4 variants with every seed at 99.00% on uniform | 240 | 3 s | " in row
+    assert row.endswith("| uniform 99.50% (99.00%-100.00%) | 2 |")
+
+
+def test_the_scaling_plot_puts_each_seed_against_parameters_by_layers_and_rank(tmp_path):
+    summaries = [variant_summary(*run) for run in SWEEP_RUNS]
+    figure = save_scaling_plot(scaling_points(summaries), tmp_path / "scaling.png", "sweep", TARGET)
+    (axis,) = figure.axes  # one panel: uniform, the held-out test split left out
+    assert axis.get_xscale() == "log" and axis.get_title() == "exact match on uniform"
+    groups = {collection.get_label(): collection for collection in axis.collections}
+    assert sorted(groups) == ["1 layer, full rank", "1 layer, low rank", "2 layers, full rank"]
+    assert sum(len(collection.get_offsets()) for collection in groups.values()) == len(SWEEP_RUNS)
+    assert sorted(map(tuple, groups["1 layer, low rank"].get_offsets())) == [(900, 99), (900, 100)]
+    one, low, two = (groups[label] for label in ("1 layer, full rank", "1 layer, low rank", "2 layers, full rank"))
+    assert tuple(one.get_facecolor()[0]) != tuple(two.get_facecolor()[0])  # colour: layers
+    assert one.get_paths()[0].vertices.tolist() != low.get_paths()[0].vertices.tolist()  # marker: rank
+    (line,) = axis.get_lines()
+    assert line.get_linestyle() == "--" and list(line.get_ydata()) == [99, 99]
+    assert (tmp_path / "scaling.png").stat().st_size > 5000
+    only_test = [{**summary, "evaluations": {"test": summary["evaluations"]["test"]}} for summary in summaries]
+    assert list(scaling_points(only_test)) == ["test"]
+
+
+def test_variant_summaries_are_found_by_recipe_variant_and_seed_and_a_run_found_twice_is_an_error(tmp_path):
+    summaries = {run[:2]: variant_summary(*run) for run in SWEEP_RUNS}
+    write_summary(tmp_path / "sweep" / "l1_w4" / "seed-1" / "run_summary.json", summaries["l1_w4", 1])
+    write_summary(tmp_path / "sweep" / "l1_w16" / "seed-1" / "run_summary.json", summaries["l1_w16", 1])
+    own_run = {**summaries["l1_w4", 1], "recipe": "fastest", "variant": None}
+    write_summary(tmp_path / "fastest" / "seed-1" / "run_summary.json", own_run)
+    write_summary(tmp_path / "smoke" / "fastest" / "seed-1" / "run_summary.json", own_run)  # a smoke run, not a variant
+    runs = load_summaries(str(tmp_path))
+    assert {name: [(s["variant"], s["seed"]) for s in found] for name, found in runs.items()} == \
+        {"fastest": [(None, 1)], "sweep": [("l1_w16", 1), ("l1_w4", 1)]}
+    write_summary(tmp_path / "sweep" / "l1_w4" / "seed-1.json", summaries["l1_w4", 1])
+    with pytest.raises(DataError, match=r"recipe sweep variant l1_w4 seed 1 is also in .*l1_w4/seed-1"):
+        load_summaries(str(tmp_path))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from math_llm.adderboard import OPERAND_DIGITS, protocol_pairs
 from math_llm.errors import ConfigError
 from math_llm.flags import choice_problems, option
 from math_llm.formats import FORMATS, data_format
@@ -33,6 +34,9 @@ SAMPLINGS = {
     "length-weighted": "as balanced, each combination of operand lengths weighted by the product of its lengths (the "
                        "digit products of a multiplication: 5x5 gets 25 times the share of 1x1), so the long "
                        "problems that take longest to learn are common and short ones still present",
+    "adderboard": "AdderBoard's test (github.com/anadim/AdderBoard verify.py --seed SEED): its 10 edge cases (9 "
+                  "distinct), then --num-examples pairs drawn in its order, a test set of 10-digit additions alone "
+                  "(--test-only --max-digits 10)",
 }
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,10 @@ class DataConfig:
                                   f"operation of --operations {self.operations}, got {self.operation_weights!r}")
         if self.max_operands < 2:
             raise ConfigError(f"--max-operands must be at least 2, got {self.max_operands}")
+        if self.sampling == "adderboard" and not (self.test_only and self.operations == "+" and self.max_operands == 2
+                                                  and self.min_digits == 1 and self.max_digits == OPERAND_DIGITS):
+            raise ConfigError(f"--sampling adderboard draws AdderBoard's test set: use it with --test-only, "
+                              f"--operations +, --max-operands 2, --min-digits 1 and --max-digits {OPERAND_DIGITS}")
         without_carries = [op.symbol for op in self.operation_list if op.carries is None]
         if self.sampling == "carry-balanced" and (self.max_operands > 2 or without_carries):
             raise ConfigError(f"--sampling carry-balanced counts the carries (borrows) of problems with two operands"
@@ -321,6 +329,9 @@ def group_capacity(config, op, num_operands):
 def generate_splits(config):
     """Distinct problems, balanced over operations (or in the shares of operation_weights), numbers of operands and
     (by default) operand lengths, shuffled into disjoint train/val/test lists (or all into test, with test_only)."""
+    if config.sampling == "adderboard":  # verify.py's order, its repeated edge case once
+        pairs = dict.fromkeys(protocol_pairs(config.seed, config.num_examples))
+        return {"test": [Problem("+", pair).render(config.data_format, config.max_digits) for pair in pairs]}
     groups = [(op, num_operands) for op in config.operation_list for num_operands in range(2, config.max_operands + 1)]
     capacities = [group_capacity(config, op, num_operands) for op, num_operands in groups]
     num_examples = config.num_examples

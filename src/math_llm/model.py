@@ -108,7 +108,7 @@ class ModelConfig:
         options = [text for text, chosen in (("no biases", not self.bias), ("untied head", not self.tie_embeddings),
                                              (f"rank {self.rank}", self.rank)) if chosen]
         return ", ".join([f"{self.num_layers} layer{'s' * (self.num_layers != 1)}", f"width {self.hidden_size}",
-                          f"{self.num_heads} heads of {self.attention_head_size}",
+                          f"{self.num_heads} head{'s' * (self.num_heads != 1)} of {self.attention_head_size}",
                           f"feed-forward {self.ffn_size} ({self.mlp})", self.norm, *options])
 
 

@@ -1,5 +1,5 @@
-"""Plots of exact match as PNG files: heatmaps over (digits of a, digits of b), one panel per operation, and lines
-of exact match versus length, one per run."""
+"""Plots of exact match as PNG files: heatmaps over (digits of a, digits of b), one panel per operation, lines of
+exact match versus length or training time, one per run, and exact match against parameters, one point per run."""
 
 from matplotlib.figure import Figure  # a Figure without pyplot: no global backend or state, files only
 from matplotlib.ticker import MaxNLocator
@@ -56,22 +56,48 @@ def save_length_plot(curves, path, title, trained_lengths=None):
 
 
 def save_curves(curves, path, title):
-    """Exact match against seconds of training steps (log scale), one line per run; `curves`: {label: [(seconds,
-    exact match)]}. Returns whether anything was drawn."""
-    curves = {label: points for label, points in curves.items() if points}
+    """Exact match against seconds of training steps (log scale), one line per run, the runs of a label (a recipe's
+    seeds) in one colour and legend entry; `curves`: {label: [[(seconds, exact match)] of each run]}. Returns whether
+    anything was drawn."""
+    curves = {label: [points for points in runs if points] for label, runs in curves.items()}
+    curves = {label: runs for label, runs in curves.items() if runs}
     if not curves:
         return False
     figure = Figure(figsize=(8.5, 4.8), layout="tight")
     axis = figure.subplots()
-    colours = {}
-    for label, points in curves.items():
-        recipe = label.rsplit(" seed ", 1)[0]  # the seeds of a recipe share a colour and a legend entry
-        line, = axis.plot([max(seconds, 0.1) for seconds, _ in points], [100 * value for _, value in points],
-                          marker=".", linewidth=1, color=colours.get(recipe),
-                          label=None if recipe in colours else recipe)
-        colours.setdefault(recipe, line.get_color())
+    for label, runs in curves.items():
+        colour = None
+        for points in runs:
+            line, = axis.plot([max(seconds, 0.1) for seconds, _ in points], [100 * value for _, value in points],
+                              marker=".", linewidth=1, color=colour, label=None if colour else label)
+            colour = line.get_color()
     axis.set(title=title, xscale="log", xlabel="seconds of training steps", ylabel="exact match (%)", ylim=(-2, 102))
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.savefig(path, dpi=110)
     return True
+
+
+def save_scaling_plot(panels, path, title, target):
+    """Exact match against unique parameters (log scale), one panel per set and one point per run; `panels`: {set
+    name: [{"parameters", "exact_match", "layers", "rank"}]}. The colour tells the number of layers, the marker full
+    rank (o) from low rank (^: a rank is set); a dashed line marks `target`. Returns the figure."""
+    figure = Figure(figsize=(6 * len(panels), 4.4), layout="tight")
+    colours = {layers: f"C{index}" for index, layers in
+               enumerate(sorted({point["layers"] for points in panels.values() for point in points}))}
+    for axis, (set_name, points) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels.items()):
+        groups = {}
+        for point in points:
+            groups.setdefault((point["layers"], point["rank"] is not None), []).append(point)
+        for (layers, low_rank), group in sorted(groups.items()):
+            axis.scatter([point["parameters"] for point in group], [100 * point["exact_match"] for point in group],
+                         color=colours[layers], marker="^" if low_rank else "o", alpha=0.8,
+                         label=f"{layers} layer{'s' * (layers != 1)}, {'low' if low_rank else 'full'} rank")
+        axis.axhline(100 * target, color="0.4", linestyle="--", linewidth=1, label=f"{100 * target:g}%")
+        axis.set(title=f"exact match on {set_name}", xscale="log", xlabel="unique parameters",
+                 ylabel="exact match (%)", ylim=(-2, 102))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.savefig(path, dpi=110)
+    return figure

@@ -1,7 +1,9 @@
 """Experiments as files. A recipe (recipes/<name>.yaml) holds one experiment whole: the data it generates, its
-training flags, the set that chooses its checkpoint and the extra sets it is evaluated on. `run_seed` runs one seed
-of it end to end: it generates what is missing, trains (resuming the run it finds, as train.py does), evaluates every
-set, and writes the run's summary beside its checkpoints. `smoke` shrinks any recipe to a run of seconds.
+training flags, the set that chooses its checkpoint, the extra sets it is evaluated on, and optionally variants (the
+shapes of a sweep: each its own flags over the training section, on the same data). `run_seed` runs one seed of it
+(or of one variant) end to end: it generates what is missing, trains (resuming the run it finds, as train.py does),
+evaluates every set, and writes the run's summary beside its checkpoints. `smoke` shrinks any recipe to a run of
+seconds.
 """
 
 import json
@@ -23,9 +25,10 @@ from math_llm.flags import attribute, config_from_dict, config_from_flags, flag_
 from math_llm.trainer import TRAINER_STATE_FILE, TRAINING_CONFIG_FILE, TrainConfig, train
 
 log = logging.getLogger(__name__)
-RECIPE_KEYS = ("description", "data", "dataset", "vary_data_with_seed", "seeds", "train", "selection", "evaluations")
+RECIPE_KEYS = ("description", "data", "dataset", "vary_data_with_seed", "seeds", "train", "selection", "evaluations",
+               "variants")
 SET_FLAGS = ("edge_cases",)  # what an evaluation set may say besides its data settings
-SET_NAME = re.compile(r"[a-z][a-z0-9_]*")
+NAME = re.compile(r"[a-z][a-z0-9_]*")  # of an evaluation set or a variant
 DIRECTORY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 RESERVED_SET_NAMES = ("train", "val", "test", "selection")
 RUNNER_FLAGS = ("data_dir", "output_dir", "seed", "selection_data")  # a recipe run sets these itself
@@ -47,6 +50,13 @@ class EvaluationSet:
 
 
 @dataclass(frozen=True)
+class Variant:
+    name: str
+    train: dict  # the training flags it sets over the recipe's train section
+    seeds: tuple | None  # its own replicates (None: the recipe's seeds)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str  # the file's name without .yaml
     path: str
@@ -58,6 +68,18 @@ class Recipe:
     train: dict  # training flags {field name: value}, as TrainConfig's flags
     selection: DataConfig | None  # the set that chooses best_model.pt (None: val)
     evaluations: tuple  # EvaluationSets besides the held-out test split
+    variants: tuple = ()  # Variants, in file order
+    variant: str | None = None  # the variant this recipe runs as (with_variant): train and seeds are already its
+
+    @property
+    def label(self):
+        return f"{self.name} {self.variant}" if self.variant else self.name
+
+    def with_variant(self, name):
+        """The recipe as its variant `name` runs: the variant's flags over the train section, its own seeds if it
+        has them; the data and evaluation sets stay the recipe's."""
+        chosen = next(variant for variant in self.variants if variant.name == name)
+        return replace(self, variant=name, train={**self.train, **chosen.train}, seeds=chosen.seeds or self.seeds)
 
     def data_config(self, seed):
         return replace(self.data, seed=seed) if self.vary_data_with_seed else self.data
@@ -69,8 +91,13 @@ class Recipe:
     def set_dir(self, data_root, name):
         return os.path.join(data_root, self.dataset, name)
 
+    def run_name(self, seed):
+        """<recipe>/seed-<seed>, or <recipe>/<variant>/seed-<seed>: a run's place under the output root and in
+        results/."""
+        return os.path.join(self.name, *([self.variant] if self.variant else []), f"seed-{seed}")
+
     def run_dir(self, output_root, seed):
-        return os.path.join(output_root, self.name, f"seed-{seed}")
+        return os.path.join(output_root, self.run_name(seed))
 
     def selection_path(self, data_root):
         return split_path(self.set_dir(data_root, "selection"), "test") if self.selection else None
@@ -128,13 +155,15 @@ def load_recipe(path):
         raise ConfigError(f"{path} evaluations: expected a mapping of set names to settings")
     evaluations = tuple(evaluation_set(set_name, values, f"{path} evaluations {set_name}")
                         for set_name, values in evaluations.items())
-    seeds = content.get("seeds", [42])
-    if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)
-            and len(set(seeds)) == len(seeds)):
-        raise ConfigError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds!r}")
-    recipe = Recipe(name, shown_path(path), description.strip(), data, dataset, vary_data_with_seed,
-                    tuple(seeds), train_flags, selection, evaluations)
-    check_set_seeds(recipe, recipe.seeds)
+    seeds = seed_list(content.get("seeds", [42]), path)
+    variants = content.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"{path} variants: expected a mapping of variant names to training flags")
+    variants = tuple(read_variant(variant_name, values, train_flags, f"{path} variants {variant_name}")
+                     for variant_name, values in variants.items())
+    recipe = Recipe(name, shown_path(path), description.strip(), data, dataset, vary_data_with_seed, seeds,
+                    train_flags, selection, evaluations, variants)
+    check_set_seeds(recipe, {seed for run in chosen_variants(recipe) for seed in run.seeds})
     return recipe
 
 
@@ -145,14 +174,22 @@ def shown_path(path):
     return os.path.abspath(path) if relative.startswith(os.pardir) else relative
 
 
-def train_settings(values, source):
-    """The train section as {flag field name: value}, checked by building the TrainConfig it describes."""
+def seed_list(seeds, source):
+    if not (isinstance(seeds, list) and seeds and all(type(seed) is int for seed in seeds)
+            and len(set(seeds)) == len(seeds)):
+        raise ConfigError(f"{source}: seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    return tuple(seeds)
+
+
+def train_settings(values, source, base=None):
+    """The train section (or a variant's flags over `base`, the train section's) as {flag field name: value},
+    checked by building the TrainConfig they describe together."""
     train_flags = flag_values(TrainConfig, values or {}, source)
     if runner_set := [flag for flag in RUNNER_FLAGS if flag in train_flags]:
         raise ConfigError(f"{source}: {', '.join(runner_set)} are set by the recipe's run (data and output roots, "
                           f"--seeds, the selection section); remove them")
     try:
-        config_from_flags(TrainConfig, train_flags)
+        config_from_flags(TrainConfig, {**(base or {}), **train_flags})
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return train_flags
@@ -171,7 +208,7 @@ def test_set_config(values, source):
 
 
 def evaluation_set(name, values, source):
-    if not (isinstance(name, str) and SET_NAME.fullmatch(name)) or name in RESERVED_SET_NAMES:
+    if not (isinstance(name, str) and NAME.fullmatch(name)) or name in RESERVED_SET_NAMES:
         raise ConfigError(f"{source}: a set's name is lower-case letters, digits and _ and not one of "
                           f"{', '.join(RESERVED_SET_NAMES)}")
     if values is not None and not isinstance(values, dict):
@@ -181,6 +218,45 @@ def evaluation_set(name, values, source):
     if not all(isinstance(value, bool) for value in flags.values()):
         raise ConfigError(f"{source}: {', '.join(SET_FLAGS)} must be true or false")
     return EvaluationSet(name, test_set_config(values, source), **flags)
+
+
+def read_variant(name, values, train_flags, source):
+    """A variant: training flags over the recipe's `train_flags`, and optionally `seeds` of its own."""
+    if not (isinstance(name, str) and NAME.fullmatch(name)):
+        raise ConfigError(f"{source}: a variant's name is lower-case letters, digits and _, starting with a letter")
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping of training flags, got {type(values).__name__}")
+    values = dict(values or {})
+    seeds = seed_list(values.pop("seeds"), source) if "seeds" in values else None
+    return Variant(name, train_settings(values, source, base=train_flags), seeds)
+
+
+def chosen_variants(recipe, names=None, flag="--variants"):
+    """The recipe as each variant in `names` runs it (None: every variant), in file order; a recipe without
+    variants is its own one run. An unknown name is a ConfigError naming `flag` and the known ones."""
+    known = [variant.name for variant in recipe.variants]
+    if names is None:
+        return [recipe.with_variant(name) for name in known] or [recipe]
+    if not known:
+        raise ConfigError(f"{flag}: {recipe.path} has no variants")
+    if unknown := [name for name in names if name not in known]:
+        raise ConfigError(f"{flag}: {recipe.path} has no variant {', '.join(unknown)}; its variants are "
+                          f"{', '.join(known)}")
+    return [recipe.with_variant(name) for name in known if name in names]
+
+
+def training_recipe(path, variant_name):
+    """train.py --config PATH [--variant NAME]: the recipe as that variant runs it; None without --config. A recipe
+    with variants needs --variant, one without refuses it."""
+    if path is None:
+        if variant_name is not None:
+            raise ConfigError("--variant chooses a variant of the recipe that --config names; add --config RECIPE")
+        return None
+    recipe = load_recipe(path)
+    if recipe.variants and variant_name is None:
+        raise ConfigError(f"{recipe.path} has variants ({', '.join(v.name for v in recipe.variants)}); choose one "
+                          f"with --variant NAME")
+    return chosen_variants(recipe, None if variant_name is None else [variant_name], "--variant")[0]
 
 
 def check_set_seeds(recipe, seeds):
@@ -260,9 +336,9 @@ def prepare_data(recipe, data_root, seed, names=None):
 def run_seed(recipe, config, explicit_flags, data_root, results_dir, command):
     """Runs the recipe's seed `config.seed` (config: from Recipe.train_config) end to end and returns its summary
     (None when a signal stopped the training first): writes <run dir>/run_summary.json, and a copy to
-    <results_dir>/<recipe>/seed-<seed>.json unless results_dir is None or the run's settings differ from the
-    recipe's (then the figures are not the recipe's)."""
-    log.info(f"recipe {recipe.name}, seed {config.seed}: {recipe.description}")
+    <results_dir>/<recipe>[/<variant>]/seed-<seed>.json unless results_dir is None or the run's settings differ from
+    the recipe's (then the figures are not the recipe's)."""
+    log.info(f"recipe {recipe.label}, seed {config.seed}: {recipe.description}")
     explicit_flags = explicit_flags | set(RUNNER_FLAGS)  # a run resumed under other data must say so
     test_results = train(config, explicit_flags, prepare=lambda: prepare_data(recipe, data_root, config.seed))
     if test_results is None:
@@ -276,8 +352,8 @@ def run_seed(recipe, config, explicit_flags, data_root, results_dir, command):
         log.warning(f"not recorded in {results_dir}/: the run's settings differ from {recipe.path} "
                     f"({', '.join(f'{name} {value!r}' for name, value in summary['overrides'].items())})")
     elif results_dir is not None:
-        write_json(os.path.join(results_dir, recipe.name, f"seed-{config.seed}.json"), summary)
-    log.info(f"{recipe.name} seed {config.seed}: " + " | ".join(
+        write_json(os.path.join(results_dir, f"{recipe.run_name(config.seed)}.json"), summary)
+    log.info(f"{recipe.label} seed {config.seed}: " + " | ".join(
         f"{name} {entry['exact_match']:.4f}" for name, entry in summary["evaluations"].items()) +
         f" | summary in {os.path.join(config.output_dir, SUMMARY_FILE)}")
     return summary
@@ -300,8 +376,8 @@ def evaluate_set(config, test_set, directory):
 
 
 def overrides(recipe, run_config):
-    """{flag: value} of the run's settings that change what it computes and differ from what the recipe says
-    (flags a resume may change, such as --no-wandb or --device, do not count)."""
+    """{flag: value} of the run's settings that change what it computes and differ from what the recipe (with its
+    variant's flags) says (flags a resume may change, such as --no-wandb or --device, do not count)."""
     as_written = config_from_flags(TrainConfig, recipe.train)
     return {name: attribute(run_config, path) for name, (path, field) in flag_fields(TrainConfig).items()
             if name not in RUNNER_FLAGS and not field.metadata["resumable"]
@@ -309,9 +385,9 @@ def overrides(recipe, run_config):
 
 
 def run_summary(recipe, output_dir, results, command):
-    """What the report reads of a run: the recipe and its command, the model, data and time as the run has them,
-    the selected step, the exact match on every set (with how many of its problems the training split holds), and
-    the selection curve. A summary written again for an unchanged run keeps its command and time."""
+    """What the report reads of a run: the recipe, its variant and its command, the model, data and time as the run
+    has them, the selected step, the exact match on every set (with how many of its problems the training split
+    holds), and the selection curve. A summary written again for an unchanged run keeps its command and time."""
     def read(name):
         with open(os.path.join(output_dir, name)) as f:
             return json.load(f)
@@ -321,12 +397,15 @@ def run_summary(recipe, output_dir, results, command):
     training_problems = set(read_split(split_path(run_config.data_dir, "train"))[0])
     curve_key = f"{state['selected_on']}/exact_match"
     summary = {
-        "recipe": recipe.name, "description": recipe.description, "recipe_file": recipe.path, "seed": run_config.seed,
+        "recipe": recipe.name, "variant": recipe.variant, "description": recipe.description,
+        "recipe_file": recipe.path, "seed": run_config.seed,
         "command": command, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": layout["machine"],
         "overrides": overrides(recipe, run_config),
         "model": {"size": shape.model_size, "layers": shape.num_layers, "width": shape.hidden_size,
-                  "heads": shape.num_heads, "ffn": shape.ffn_size, "pos_encoding": shape.pos_encoding,
+                  "heads": shape.num_heads, "head_dim": shape.attention_head_size, "ffn": shape.ffn_size,
+                  "norm": shape.norm, "mlp": shape.mlp, "bias": shape.bias, "tie_embeddings": shape.tie_embeddings,
+                  "rank": shape.rank, "pos_encoding": shape.pos_encoding, "shape": shape.shape_text,
                   "num_parameters": layout["num_parameters"]},
         "data": {"format": layout["data_format"], "train_examples": layout["train_examples"],
                  "data_dir": run_config.data_dir},

@@ -1,6 +1,7 @@
-"""The results of recipe runs, from their summaries (results/<recipe>/seed-<seed>.json, as recipes.run_seed writes
-them): each seed's figures and their spread, docs/results.md with its plots, and README.md's headline table. Nothing
-here is typed by hand: rerun a recipe, then scripts/report.py, and every number follows.
+"""The results of recipe runs, from their summaries (results/<recipe>/seed-<seed>.json, or
+results/<recipe>/<variant>/seed-<seed>.json for a recipe's variants, as recipes.run_seed writes them): each seed's
+figures and their spread, docs/results.md with its plots, and README.md's headline table. Nothing here is typed by
+hand: rerun a recipe, then scripts/report.py, and every number follows.
 """
 
 import glob
@@ -12,36 +13,64 @@ import statistics
 
 from math_llm.errors import DataError
 from math_llm.files import write_text
-from math_llm.plots import save_curves, save_length_plot
-from math_llm.recipes import SUMMARY_FILE
+from math_llm.plots import save_curves, save_length_plot, save_scaling_plot
+from math_llm.recipes import SUMMARY_FILE, load_recipe
 
 log = logging.getLogger(__name__)
 README_BEGIN, README_END = "<!-- results table: scripts/report.py writes it -->", "<!-- end of results table -->"
-CURVES_PLOT, LENGTHS_PLOT = "results_curves.png", "results_by_length.png"
+CURVES_PLOT, LENGTHS_PLOT, SCALING_PLOT = "results_curves.png", "results_by_length.png", "{recipe}_scaling.png"
 README_ROWS = 12  # a front door's table; docs/results.md has every recipe
-TARGET = 0.99  # the accuracy whose time the recipe sections report
+TARGET = 0.99  # the accuracy whose time the recipe sections report, and that README's row of a sweep looks for
 MANY_LENGTHS = 10  # the length plot shows the sets that span more lengths than this (length generalisation)
 
 
 def load_summaries(results_dir):
-    """{recipe name: [summary of each seed, by seed]} from results_dir's <recipe>/seed-<seed>.json (as recorded in
-    results/) or <recipe>/seed-<seed>/run_summary.json (the run dirs under checkpoints/); an unreadable file is a
-    DataError naming it."""
+    """{recipe name: [summary of each run, by variant and seed]} from results_dir's <recipe>/seed-<seed>.json (as
+    recorded in results/) or <recipe>/seed-<seed>/run_summary.json (the run dirs under checkpoints/), and their
+    <recipe>/<variant>/... counterparts; an unreadable file is a DataError naming it, and so is a run found twice."""
     runs, seen = {}, {}
-    paths = glob.glob(os.path.join(results_dir, "*", "seed-*.json")) + \
+    recipe_level = glob.glob(os.path.join(results_dir, "*", "seed-*.json")) + \
         glob.glob(os.path.join(results_dir, "*", "seed-*", SUMMARY_FILE))
-    for path in sorted(paths):
-        try:
-            with open(path) as f:
-                summary = json.load(f)
-            key = summary["recipe"], summary["seed"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise DataError(f"{path}: not a run summary ({error})") from None
+    variant_level = glob.glob(os.path.join(results_dir, "*", "*", "seed-*.json")) + \
+        glob.glob(os.path.join(results_dir, "*", "*", "seed-*", SUMMARY_FILE))
+    for path in sorted(recipe_level + variant_level):
+        summary, key = read_summary(path)
+        # a recipe's own run one level down (checkpoints/smoke/<recipe>/seed-1) is not a variant's
+        if path in variant_level and key[:2] != tuple(os.path.relpath(path, results_dir).split(os.sep)[:2]):
+            continue
         if key in seen:
-            raise DataError(f"{path}: recipe {key[0]} seed {key[1]} is also in {seen[key]}; keep one")
+            raise DataError(f"{path}: {run_label(*key)} is also in {seen[key]}; keep one")
         seen[key] = path
         runs.setdefault(summary["recipe"], []).append(summary)
-    return {name: sorted(summaries, key=lambda s: s["seed"]) for name, summaries in sorted(runs.items())}
+    return {name: sorted(summaries, key=lambda s: (s.get("variant") or "", s["seed"]))
+            for name, summaries in sorted(runs.items())}
+
+
+def read_summary(path):
+    """(the summary in `path`, the run it is of: (recipe, variant or None, seed))."""
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+        return summary, (summary["recipe"], summary.get("variant"), summary["seed"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not a run summary ({error})") from None
+
+
+def run_label(recipe, variant, seed):
+    return f"recipe {recipe}{f' variant {variant}' if variant else ''} seed {seed}"
+
+
+def by_variant(summaries, order=()):
+    """{variant name (None: the recipe's own runs): its runs}, the variants named in `order` first, in that order,
+    then the others as they come."""
+    groups = {name: [] for name in order}
+    for summary in summaries:
+        groups.setdefault(summary.get("variant"), []).append(summary)
+    return {name: runs for name, runs in groups.items() if runs}
+
+
+def has_variants(summaries):
+    return any(summary.get("variant") for summary in summaries)
 
 
 def spread(values):
@@ -61,15 +90,16 @@ def set_names(summaries):
 
 
 def log_replicates(summaries):
-    """Each seed's exact match on every set, and their mean, minimum and maximum."""
-    for name in set_names(summaries):
-        seeds = [s["seed"] for s in summaries if name in s["evaluations"]]
-        values = exact_matches(summaries, name)
-        stats = spread(values)
-        log.info(f"{summaries[0]['recipe']} {name}: " + " ".join(
-            f"seed {seed} {percent(value)}" for seed, value in zip(seeds, values)) +
-            f" | mean {percent(stats['mean'])} min {percent(stats['min'])} max {percent(stats['max'])} over "
-            f"{len(values)} seeds")
+    """Each seed's exact match on every set, and their mean, minimum and maximum (per variant, if any)."""
+    for variant, runs in by_variant(summaries).items():
+        for name in set_names(runs):
+            seeds = [s["seed"] for s in runs if name in s["evaluations"]]
+            values = exact_matches(runs, name)
+            stats = spread(values)
+            log.info(f"{' '.join(filter(None, (runs[0]['recipe'], variant)))} {name}: " + " ".join(
+                f"seed {seed} {percent(value)}" for seed, value in zip(seeds, values)) +
+                f" | mean {percent(stats['mean'])} min {percent(stats['min'])} max {percent(stats['max'])} over "
+                f"{len(values)} seeds")
 
 
 def command_of(summaries):
@@ -158,13 +188,83 @@ def first_sentence(text):
 
 def headline_row(summaries, results_link):
     first = summaries[0]
+    model = f"`{first['model']['size']}`, {first['model']['num_parameters']:,}"
+    if has_variants(summaries):  # the row shows one variant
+        summaries, model = headline_variant(summaries)
     others = "; ".join(f"{name} {spread_text(exact_matches(summaries, name))}"
                        for name in set_names(summaries) if name != "test")
     median_seconds = statistics.median(s["training"]["training_seconds"] for s in summaries)
     return (f"| [{first['recipe']}]({results_link}#{first['recipe']}) | {first_sentence(first['description'])} | "
-            f"`{first['model']['size']}`, {first['model']['num_parameters']:,} | "
-            f"{first['data']['train_examples']:,} | {median_seconds:,.0f} s | "
+            f"{model} | {first['data']['train_examples']:,} | {median_seconds:,.0f} s | "
             f"{spread_text(exact_matches(summaries, 'test'))} | {others or '-'} | {len(summaries)} |")
+
+
+def headline_variant(summaries):
+    """(the runs of the variant that a recipe's headline row shows, its model cell): the smallest variant with every
+    seed at TARGET on the first set the scaling plot shows, else the best on it."""
+    set_name = scaling_sets(summaries)[0]
+    variants = by_variant(summaries)
+
+    def parameters(variant):
+        return variants[variant][0]["model"]["num_parameters"]
+
+    reached = [variant for variant, runs in variants.items()
+               if min(exact_matches(runs, set_name), default=0) >= TARGET]
+    if reached:
+        chosen = min(reached, key=parameters)
+        how = f"the smallest of {len(variants)} variants with every seed at {percent(TARGET)} on {set_name}"
+    else:
+        chosen = max(variants, key=lambda variant: statistics.fmean(exact_matches(variants[variant], set_name) or [0]))
+        how = f"the best of {len(variants)} variants on {set_name}, none with every seed at {percent(TARGET)}"
+    return variants[chosen], f"`{chosen}`, {parameters(chosen):,}: {how}"
+
+
+def scaling_sets(summaries):
+    """The sets a recipe's variants are compared on: every set but the held-out test split, else the test split."""
+    return [name for name in set_names(summaries) if name != "test"] or ["test"]
+
+
+def variants_section(summaries, order):
+    """The Markdown section of a recipe with variants: what it is, a row per variant (in `order`: shape, parameters,
+    seeds, exact match on every set over its seeds, training time), its scaling plot and each variant's command."""
+    first = summaries[0]
+    variants = by_variant(summaries, order)
+    names = set_names(summaries)
+    lines = [f"### {first['recipe']}", "", first["description"], "",
+             f"Recipe [{first['recipe_file']}](../{first['recipe_file']}); {len(variants)} variants; "
+             f"{first['data']['train_examples']:,} training problems, format `{first['data']['format']}`; "
+             f"machine: {first['machine']}. Exact match: mean (min-max) over a variant's seeds.", "",
+             "| Variant | Shape | Parameters | Seeds | " +
+             " | ".join(f"{'held-out test' if name == 'test' else name} exact match" for name in names) +
+             " | Seconds of training steps (mean) |", "|---" * (5 + len(names)) + "|"]
+    for variant, runs in variants.items():
+        model = runs[0]["model"]
+        cells = [f"`{variant}`", shape_text(model), f"{model['num_parameters']:,}",
+                 ", ".join(str(s["seed"]) for s in runs),
+                 *(spread_over_seeds(exact_matches(runs, name)) for name in names),
+                 seconds(statistics.fmean(s["training"]["training_seconds"] for s in runs))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", f"![exact match against unique parameters, one point per seed]"
+                        f"({SCALING_PLOT.format(recipe=first['recipe'])})", "", "```bash",
+                    *(command for runs in variants.values() for command in command_of(runs)), "```"]
+
+
+def shape_text(model):
+    """The model's shape as ModelConfig.shape_text writes it; summaries written before it was recorded give less."""
+    return model.get("shape") or f"{model['layers']} layers, width {model['width']}, {model['heads']} heads"
+
+
+def spread_over_seeds(values):
+    if not values:
+        return "-"
+    return f"{spread_text(values)}, {len(values)} seed{'s' * (len(values) != 1)}"
+
+
+def scaling_points(summaries):
+    """{set name: [{"parameters", "exact_match", "layers", "rank"} of each run]}: what the scaling plot shows."""
+    return {name: [{"parameters": s["model"]["num_parameters"], "exact_match": s["evaluations"][name]["exact_match"],
+                    "layers": s["model"]["layers"], "rank": s["model"].get("rank")}
+                   for s in summaries if name in s["evaluations"]] for name in scaling_sets(summaries)}
 
 
 def headline_table(runs, results_link=""):
@@ -186,22 +286,26 @@ def write_report(results_dir, recipe_paths, docs_dir, readme_path):
     if README_BEGIN not in readme or README_END not in readme:  # before anything is written
         raise DataError(f"{readme_path}: no results table markers ({README_BEGIN} ... {README_END})")
     os.makedirs(docs_dir, exist_ok=True)
-    not_run = [path for path in recipe_paths if os.path.splitext(os.path.basename(path))[0] not in runs]
+    not_run = [path for path in recipe_paths if recipe_name(path) not in runs]
+    variant_orders = {name: [variant.name for variant in load_recipe(path).variants] for path in recipe_paths
+                      if (name := recipe_name(path)) in runs and has_variants(runs[name])}
     written = []
-    curves = {f"{name} seed {s['seed']}": [(point["training_seconds"], point["exact_match"]) for point in s["curve"]]
-              for name, summaries in runs.items() for s in summaries}
+    curves = {name: [[(point["training_seconds"], point["exact_match"]) for point in s["curve"]] for s in summaries]
+              for name, summaries in runs.items()}
     curves_file = os.path.join(docs_dir, CURVES_PLOT)
     if save_curves(curves, curves_file, "exact match on the set that chooses the checkpoint (val, or the recipe's "
                                         "selection set)"):
         written.append(curves_file)
-    by_length = {f"{name} {set_name}": mean_by_length([s["evaluations"][set_name] for s in summaries])
-                 for name, summaries in runs.items() for set_name in set_names(summaries)
-                 if all(len(s["evaluations"].get(set_name, {}).get("by_length", ())) > MANY_LENGTHS
-                        for s in summaries)}
+    by_length = length_curves(runs)
     lengths_file = os.path.join(docs_dir, LENGTHS_PLOT)
     if by_length:
         save_length_plot(by_length, lengths_file, "exact match by length (mean over seeds)")
         written.append(lengths_file)
+    for name, summaries in runs.items():
+        if has_variants(summaries):
+            scaling_file = os.path.join(docs_dir, SCALING_PLOT.format(recipe=name))
+            save_scaling_plot(scaling_points(summaries), scaling_file, f"{name}: one point per seed", TARGET)
+            written.append(scaling_file)
 
     lines = ["# Results", "",
              "Generated by `python scripts/report.py` from the run summaries in `results/` (each written by "
@@ -214,8 +318,9 @@ def write_report(results_dir, recipe_paths, docs_dir, readme_path):
     if lengths_file in written:
         lines += [f"![exact match by length]({LENGTHS_PLOT})", ""]
     lines += ["## Recipes", ""]
-    for summaries in runs.values():
-        lines += recipe_section(summaries) + [""]
+    for name, summaries in runs.items():
+        lines += (variants_section(summaries, variant_orders.get(name, ())) if has_variants(summaries)
+                  else recipe_section(summaries)) + [""]
     if not_run:
         lines += ["## Recipes without a recorded run", "",
                   *(f"- `python scripts/run_recipe.py {path}`" for path in not_run), ""]
@@ -233,6 +338,23 @@ def write_report(results_dir, recipe_paths, docs_dir, readme_path):
     write_text(readme_path, f"{before}{README_BEGIN}\n{table}\n{README_END}{after}")
     written.append(readme_path)
     return written
+
+
+def recipe_name(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def length_curves(runs):
+    """{"<recipe> [<variant>] <set>": exact match by length, mean over the seeds} of the sets that span more than
+    MANY_LENGTHS lengths in every run."""
+    curves = {}
+    for name, summaries in runs.items():
+        for variant, group in by_variant(summaries).items():
+            for set_name in set_names(group):
+                entries = [s["evaluations"].get(set_name, {}) for s in group]
+                if all(len(entry.get("by_length", ())) > MANY_LENGTHS for entry in entries):
+                    curves[" ".join(filter(None, (name, variant, set_name)))] = mean_by_length(entries)
+    return curves
 
 
 def mean_by_length(entries):
