@@ -17,6 +17,7 @@ from math_llm.cli import run_main
 from math_llm.files import write_json
 from math_llm.logging_setup import setup_logging
 from math_llm.recipes import parse_seeds, shown_path
+from math_llm.run_lock import writable_dir
 
 log = logging.getLogger("math_llm.export_adderboard")
 
@@ -37,15 +38,17 @@ def build_parser():
 def main():
     args = build_parser().parse_args()
     setup_logging()
+    seeds = None if args.seeds == "none" else parse_seeds(args.seeds)  # a typo fails before any work
     trained = load_model(args.run, "cpu")
     run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(os.path.abspath(args.run))
     output = args.output or os.path.join(run_dir, "adderboard_submission.py")
     name = args.name or f"Math LLM {shown_path(run_dir)}"
+    writable_dir(os.path.dirname(os.path.abspath(output)), "--output")
     metadata = write_submission(trained, output, name, args.author)
     log.info(f"wrote {output}: {metadata['params']:,} unique parameters; {metadata['architecture']}")
-    if args.seeds == "none":
+    if seeds is None:
         return
-    results = check_submission(output, parse_seeds(args.seeds), args.num_tests, log.info)
+    results = check_submission(output, seeds, args.num_tests, log.info)
     scores_file = os.path.splitext(output)[0] + "_scores.json"
     write_json(scores_file, {"submission": output, "metadata": metadata, "num_tests": args.num_tests,
                              "seeds": results})

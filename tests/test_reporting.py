@@ -168,7 +168,8 @@ SWEEP_RUNS = [("l1_w16", 1, 1500, 1, None, 1.0), ("l1_w4", 1, 400, 1, None, 1.0)
 def variant_summary(variant, seed, parameters, layers, rank, uniform):
     """What run_recipe.py records of a variant's run, the fields the report reads; l2_w16's as a summary written
     before the shape was recorded."""
-    model = {"size": "tiny", "layers": layers, "width": 8, "heads": 2, "pos_encoding": "learned",
+    model = {"size": "tiny", "layers": layers, "width": 8, "heads": 2,
+             "pos_encoding": "abacus" if variant == "l1_w16" else "learned",
              "num_parameters": parameters, "rank": rank, "shape": f"the shape of {variant}"}
     if variant == "l2_w16":
         del model["rank"], model["shape"]
@@ -212,18 +213,21 @@ def test_a_recipe_with_variants_is_reported_one_row_per_variant_in_its_order_wit
     assert row.endswith("| uniform 99.50% (99.00%-100.00%) | 2 |")
 
 
-def test_the_scaling_plot_puts_each_seed_against_parameters_by_layers_and_rank(tmp_path):
+def test_the_scaling_plot_puts_each_seed_against_parameters_by_layers_rank_and_position_encoding(tmp_path):
     summaries = [variant_summary(*run) for run in SWEEP_RUNS]
     figure = save_scaling_plot(scaling_points(summaries), tmp_path / "scaling.png", "sweep", TARGET)
     (axis,) = figure.axes  # one panel: uniform, the held-out test split left out
     assert axis.get_xscale() == "log" and axis.get_title() == "exact match on uniform"
     groups = {collection.get_label(): collection for collection in axis.collections}
-    assert sorted(groups) == ["1 layer, full rank", "1 layer, low rank", "2 layers, full rank"]
+    labels = ["1 layer, full rank, abacus positions", "1 layer, full rank, learned positions",
+              "1 layer, low rank, learned positions", "2 layers, full rank, learned positions"]
+    assert sorted(groups) == labels
     assert sum(len(collection.get_offsets()) for collection in groups.values()) == len(SWEEP_RUNS)
-    assert sorted(map(tuple, groups["1 layer, low rank"].get_offsets())) == [(900, 99), (900, 100)]
-    one, low, two = (groups[label] for label in ("1 layer, full rank", "1 layer, low rank", "2 layers, full rank"))
+    assert sorted(map(tuple, groups[labels[2]].get_offsets())) == [(900, 99), (900, 100)]
+    abacus, one, low, two = (groups[label] for label in labels)
     assert tuple(one.get_facecolor()[0]) != tuple(two.get_facecolor()[0])  # colour: layers
     assert one.get_paths()[0].vertices.tolist() != low.get_paths()[0].vertices.tolist()  # marker: rank
+    assert len(abacus.get_facecolor()) == 0 and tuple(abacus.get_edgecolor()[0]) == tuple(one.get_facecolor()[0])
     (line,) = axis.get_lines()
     assert line.get_linestyle() == "--" and list(line.get_ydata()) == [99, 99]
     assert (tmp_path / "scaling.png").stat().st_size > 5000

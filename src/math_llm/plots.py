@@ -80,19 +80,23 @@ def save_curves(curves, path, title):
 
 def save_scaling_plot(panels, path, title, target):
     """Exact match against unique parameters (log scale), one panel per set and one point per run; `panels`: {set
-    name: [{"parameters", "exact_match", "layers", "rank"}]}. The colour tells the number of layers, the marker full
-    rank (o) from low rank (^: a rank is set); a dashed line marks `target`. Returns the figure."""
+    name: [{"parameters", "exact_match", "layers", "rank", "pos_encoding"}]}. The colour tells the number of layers,
+    the marker full rank (o) from low rank (^: a rank is set), a hollow marker a position encoding other than learned
+    absolute positions; a dashed line marks `target`. Returns the figure."""
     figure = Figure(figsize=(6 * len(panels), 4.4), layout="tight")
     colours = {layers: f"C{index}" for index, layers in
                enumerate(sorted({point["layers"] for points in panels.values() for point in points}))}
     for axis, (set_name, points) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels.items()):
         groups = {}
         for point in points:
-            groups.setdefault((point["layers"], point["rank"] is not None), []).append(point)
-        for (layers, low_rank), group in sorted(groups.items()):
+            key = point["layers"], point["rank"] is not None, point.get("pos_encoding", "learned")
+            groups.setdefault(key, []).append(point)
+        for (layers, low_rank, encoding), group in sorted(groups.items()):
+            hollow = encoding != "learned"
             axis.scatter([point["parameters"] for point in group], [100 * point["exact_match"] for point in group],
-                         color=colours[layers], marker="^" if low_rank else "o", alpha=0.8,
-                         label=f"{layers} layer{'s' * (layers != 1)}, {'low' if low_rank else 'full'} rank")
+                         marker="^" if low_rank else "o", alpha=0.8, facecolors="none" if hollow else colours[layers],
+                         edgecolors=colours[layers], label=f"{layers} layer{'s' * (layers != 1)}, "
+                                                           f"{'low' if low_rank else 'full'} rank, {encoding} positions")
         axis.axhline(100 * target, color="0.4", linestyle="--", linewidth=1, label=f"{100 * target:g}%")
         axis.set(title=f"exact match on {set_name}", xscale="log", xlabel="unique parameters",
                  ylabel="exact match (%)", ylim=(-2, 102))

@@ -261,9 +261,11 @@ def spread_over_seeds(values):
 
 
 def scaling_points(summaries):
-    """{set name: [{"parameters", "exact_match", "layers", "rank"} of each run]}: what the scaling plot shows."""
+    """{set name: [{"parameters", "exact_match", "layers", "rank", "pos_encoding"} of each run]}: what the scaling
+    plot shows."""
     return {name: [{"parameters": s["model"]["num_parameters"], "exact_match": s["evaluations"][name]["exact_match"],
-                    "layers": s["model"]["layers"], "rank": s["model"].get("rank")}
+                    "layers": s["model"]["layers"], "rank": s["model"].get("rank"),
+                    "pos_encoding": s["model"]["pos_encoding"]}
                    for s in summaries if name in s["evaluations"]] for name in scaling_sets(summaries)}
 
 
