@@ -274,6 +274,18 @@ def test_every_shape_option_trains_and_caches_like_a_full_forward_pass(options):
     assert_cache_matches_full_pass(model.eval(), tokens, 6)
 
 
+def test_a_low_rank_layer_starts_with_the_spread_of_the_full_layer_it_replaces():
+    torch.manual_seed(0)
+    wide = dict(model_size="tiny", num_layers=2, hidden_size=256, num_heads=4, ffn_size=512, max_length=8)
+    full, low = Transformer(ModelConfig(**wide)), Transformer(ModelConfig(**wide, rank=16))
+    for name in ("attention.qkv", "attention.proj", "mlp.0", "mlp.2"):  # proj and mlp.2: GPT-2's scaled init
+        full_weight = full.get_submodule(f"blocks.0.{name}").weight
+        first, second = low.get_submodule(f"blocks.0.{name}")
+        product = (second.weight @ first.weight).detach()
+        assert product.shape == full_weight.shape
+        assert abs(product.std() / full_weight.std() - 1) < 0.1, name
+
+
 def test_the_default_options_are_the_gpt2_block():
     model = Transformer(ModelConfig(**SMALL_SHAPE))
     names = set(model.state_dict())

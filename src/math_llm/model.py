@@ -228,13 +228,27 @@ def attention_kernels(query):
     return contextlib.nullcontext()
 
 
+class LowRankLinear(nn.Sequential):
+    """A linear layer as the product of two thin ones: in x R without a bias, then R x out (--rank R)."""
+
+    def __init__(self, in_features, out_features, rank, bias):
+        super().__init__(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias))
+        self.rank = rank
+
+    def init_weights(self, std):
+        """Both factors at sqrt(std / sqrt(R)), so that their product starts with the spread of a full layer's
+        weights at `std`. Both at `std` would start it std x sqrt(R) times smaller (0.0008 for 0.02 at rank 4): a
+        model too close to zero to learn (recipes/adder_shapes.yaml's low-rank shapes stayed at 0% that way)."""
+        for factor in self:
+            nn.init.normal_(factor.weight, mean=0.0, std=math.sqrt(std / math.sqrt(self.rank)))
+
+
 def linear(in_features, out_features, config):
-    """A linear layer of the blocks: full rank, or with --rank R below both sides, two thin ones (in x R without a
-    bias, then R x out), R(in + out) weights where a full one has in x out."""
+    """A linear layer of the blocks: full rank, or with --rank R below both sides, a LowRankLinear, R(in + out)
+    weights where a full one has in x out."""
     if config.rank is None or config.rank >= min(in_features, out_features):
         return nn.Linear(in_features, out_features, bias=config.bias)
-    return nn.Sequential(nn.Linear(in_features, config.rank, bias=False),
-                         nn.Linear(config.rank, out_features, bias=config.bias))
+    return LowRankLinear(in_features, out_features, config.rank, config.bias)
 
 
 def norm(config):
@@ -244,10 +258,8 @@ def norm(config):
 
 
 def residual_output(layer):
-    """Marks the layer that writes into the residual stream (its last matrix, if low rank), for GPT-2's scaled
-    initialisation."""
-    last = layer[-1] if isinstance(layer, nn.Sequential) else layer
-    last.writes_residual = True
+    """Marks the layer that writes into the residual stream, for GPT-2's scaled initialisation."""
+    layer.writes_residual = True
     return layer
 
 
@@ -336,10 +348,13 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight  # weight tying, as in GPT-2
         self.apply(self._init_weights)
-        # GPT-2's scaled init of the projections that write into the residual stream.
+        # GPT-2's scaled init of the projections that write into the residual stream; low-rank layers as a whole.
         for module in self.modules():
-            if getattr(module, "writes_residual", False):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02 / math.sqrt(2 * config.num_layers))
+            std = 0.02 / math.sqrt(2 * config.num_layers) if getattr(module, "writes_residual", False) else 0.02
+            if isinstance(module, LowRankLinear):
+                module.init_weights(std)
+            elif getattr(module, "writes_residual", False):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
 
     @staticmethod
     def _init_weights(module):
