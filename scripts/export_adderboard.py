@@ -3,7 +3,7 @@ the weights, the model code, generic greedy decoding and the data format's conve
 loads (build_model() -> (model, metadata), add(model, a, b) -> int). The export is then scored as verify.py scores
 it, on its seed 2025 and any other seeds, and the scores are written beside the file as JSON.
 
-    python scripts/export_adderboard.py checkpoints/adder_smallest/seed-1 [--output adder.py] [--seeds 2025,1,2]
+    python scripts/export_adderboard.py checkpoints/adder_shapes/l2_w8/seed-1 [--output adder.py] [--seeds 2025,1,2]
     python verify.py adder.py          # in a clone of the AdderBoard repository: the board's own check
 """
 

@@ -205,6 +205,7 @@ def test_a_recipe_with_variants_is_reported_one_row_per_variant_in_its_order_wit
     assert rows[0] == "| `l2_w16` | 2 layers, width 8, 2 heads | 3,000 | 1 | 100.00%, 1 seed | 100.00%, 1 seed | 2.0 |"
     assert rows[2] == ("| `l1_w4` | the shape of l1_w4 | 400 | 1, 2 | 100.00% (100.00%-100.00%), 2 seeds | "
                        "95.00% (90.00%-100.00%), 2 seeds | 3.0 |")
+    assert rows[3].startswith("| `l1_w16` | the shape of l1_w16, abacus positions | 1,500 |")
     assert "![exact match against unique parameters, one point per seed](sweep_scaling.png)" in results
     assert "python scripts/run_recipe.py recipes/sweep.yaml --variants l1_w4 --seeds 1,2" in results
     # README: the smallest variant with every seed at 99% on uniform (l1_w4 is smaller, but one seed fell short)

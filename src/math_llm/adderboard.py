@@ -9,11 +9,9 @@ greedy decoding, and the conversion of a and b into the model's data format and 
 """
 
 import importlib.util
-import json
 import os
 import pprint
 import random
-import sys
 import time
 from dataclasses import asdict
 
@@ -112,8 +110,7 @@ def write_submission(trained, path, name, author):
     for module in MODEL_MODULES:
         with open(os.path.join(package_dir, f"{module}.py"), encoding="utf-8") as f:
             source = f.read()
-        if "'''" in source or source.endswith("\\"):
-            raise ConfigError(f"{module}.py cannot be embedded in a raw ''' string")
+        assert "'''" not in source and not source.endswith("\\"), f"{module}.py must fit a raw ''' string"
         sources[module] = source
     data_format = trained.data_format
     with open(TEMPLATE, encoding="utf-8") as f:
@@ -129,8 +126,9 @@ def write_submission(trained, path, name, author):
         *(f"    {module!r}: r'''{source}'''," for module, source in sources.items()),
         "}",
     ])
-    header = (f'"""AdderBoard submission: {name}, {metadata["params"]:,} unique parameters, exported from '
-              f'{trained.source} (step {trained.step}) by Math LLM\'s scripts/export_adderboard.py.\n\n'
+    header = (f'"""AdderBoard submission of {metadata["params"]:,} unique parameters, exported from '
+              f'{os.path.basename(trained.source)} (step {trained.step}) by Math LLM\'s scripts/export_adderboard.py '
+              f'(METADATA below names the run).\n\n'
               f'    python verify.py {os.path.basename(path)}   # AdderBoard\'s own check\n"""\n\n')
     write_text(path, header + template.replace("# SUBMISSION CONSTANTS\n", constants + "\n", 1))
     return metadata

@@ -250,8 +250,10 @@ def variants_section(summaries, order):
 
 
 def shape_text(model):
-    """The model's shape as ModelConfig.shape_text writes it; summaries written before it was recorded give less."""
-    return model.get("shape") or f"{model['layers']} layers, width {model['width']}, {model['heads']} heads"
+    """The model's shape as ModelConfig.shape_text writes it (summaries written before it was recorded give less),
+    and its positions where they are not learned ones."""
+    shape = model.get("shape") or f"{model['layers']} layers, width {model['width']}, {model['heads']} heads"
+    return shape if model["pos_encoding"] == "learned" else f"{shape}, {model['pos_encoding']} positions"
 
 
 def spread_over_seeds(values):
