@@ -244,8 +244,8 @@ def smoke_runs(tmp_path_factory):
     for path, name in zip(RECIPES, RECIPE_NAMES):
         result = run_script("run_recipe.py", path, "--smoke", "--no-wandb", "--data-root", root / "data",
                             "--output-root", root / "runs", home=root)
-        recipe = load_recipe(path)
-        runs[name] = (root / "runs" / name / f"seed-{recipe.seeds[0]}", result.stdout + result.stderr)
+        first_run = chosen_variants(load_recipe(path))[0]  # a recipe with variants smoke-runs its first
+        runs[name] = (root / "runs" / first_run.run_name(first_run.seeds[0]), result.stdout + result.stderr)
     return runs
 
 
@@ -253,9 +253,9 @@ def smoke_runs(tmp_path_factory):
 @pytest.mark.parametrize("name", RECIPE_NAMES)
 def test_every_recipe_smoke_runs_end_to_end(smoke_runs, name):
     run_dir, output = smoke_runs[name]
-    recipe = load_recipe(os.path.join(REPO_ROOT, "recipes", f"{name}.yaml"))
+    recipe = chosen_variants(load_recipe(os.path.join(REPO_ROOT, "recipes", f"{name}.yaml")))[0]
     summary = json.loads((run_dir / "run_summary.json").read_text())
-    assert summary["recipe"] == name and summary["seed"] == recipe.seeds[0]
+    assert summary["recipe"] == name and summary["seed"] == recipe.seeds[0] and summary["variant"] == recipe.variant
     assert set(summary["evaluations"]) == {"test", *(s.name for s in recipe.evaluations)}
     for set_name, entry in summary["evaluations"].items():
         assert 0 <= entry["exact_match"] <= 1 and entry["num_examples"] > 0
@@ -265,7 +265,7 @@ def test_every_recipe_smoke_runs_end_to_end(smoke_runs, name):
     assert summary["model"]["layers"] == 1 and summary["data"]["format"] == recipe.data.format
     assert f"--seeds {recipe.seeds[0]} --smoke" in summary["command"]
     test_match = f"{100 * summary['evaluations']['test']['exact_match']:.2f}%"
-    assert f"{name} test: seed {recipe.seeds[0]} {test_match} | mean {test_match} min {test_match}" in output
+    assert f"{recipe.label} test: seed {recipe.seeds[0]} {test_match} | mean {test_match} min {test_match}" in output
 
 
 @pytest.mark.slow
