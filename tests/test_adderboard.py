@@ -76,6 +76,7 @@ def test_an_export_holds_the_exact_weights_and_writes_prompts_as_evaluation_does
     module = load_submission(path)
     model, loaded_metadata = module.build_model()
     assert loaded_metadata == metadata and metadata["params"] == trained.model.num_parameters()
+    assert "tied embeddings" in metadata["tricks"] and "no biases" not in metadata["tricks"]
     expected = trained.model.state_dict()
     assert model.state_dict().keys() == expected.keys()
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in expected.items())

@@ -85,16 +85,15 @@ def weights_text(model):
 def tricks(trained):
     """What the model does beyond a GPT-2 block, for the board's "tricks" column."""
     config, data_format = trained.model.config, trained.data_format
-    found = {"rope": "RoPE, no position parameters", "abacus": "abacus digit places (fixed random codes, not counted)",
-             "learned": "learned absolute positions"}[config.pos_encoding],
-    found += tuple(text for text, chosen in (
-        ("attention penalty by digit-place distance (ALiBi slopes)", config.pos_encoding == "abacus"
-         and config.place_bias),
-        ("tied embeddings", config.tie_embeddings), (f"rank-{config.rank} factorised linear layers", config.rank),
-        ("no biases", not config.bias), ("RMSNorm", config.norm == "rmsnorm"), ("SwiGLU", config.mlp == "swiglu"),
-    ) if chosen)
-    return [*found, f"data format {data_format.name}: {data_format.example}",
-            "trained from random initialisation by Math LLM's generic train.py (AdamW), greedy decoding"]
+    positions = {"rope": "RoPE, no position parameters", "learned": "learned absolute positions",
+                 "abacus": "abacus digit places (fixed random codes, not counted)"}[config.pos_encoding]
+    options = [("attention penalty by digit-place distance (ALiBi slopes)",
+                config.pos_encoding == "abacus" and config.place_bias),
+               ("tied embeddings", config.tie_embeddings), (f"rank-{config.rank} factorised linear layers", config.rank),
+               ("no biases", not config.bias), ("RMSNorm", config.norm == "rmsnorm"), ("SwiGLU", config.mlp == "swiglu")]
+    return [positions, *(text for text, chosen in options if chosen),
+            f"data format {data_format.name}: {data_format.example}",
+            "trained by Math LLM's generic train.py (AdamW), greedy decoding"]
 
 
 def write_submission(trained, path, name, author):
