@@ -5,6 +5,7 @@
     python scripts/benchmark.py --parts training --sizes small --batch-sizes 32,256
     python scripts/benchmark.py --parts data-parallel      # train.py on 1 process against torchrun on 2
     python scripts/benchmark.py --parts padding            # numbers of 1-10 digits: shuffled or grouped batches
+    python scripts/benchmark.py --parts long-evaluation    # peak memory of evaluation by operand length (abacus)
 
 MFU counts 6 x parameters x tokens per training step against the matrix-product peak measured in the same run.
 """
@@ -31,7 +32,7 @@ from math_llm.trainer import TrainConfig
 
 log = logging.getLogger("math_llm.benchmark")
 log.setLevel(logging.INFO)  # also while the package's other loggers are quietened
-PARTS = ("training", "data", "padding", "time-to-accuracy", "evaluation", "data-parallel")
+PARTS = ("training", "data", "padding", "time-to-accuracy", "evaluation", "data-parallel", "long-evaluation")
 # The fastest configuration found for 2-digit addition on the 2-core CPU (docs/speed.md; recipes/fastest.yaml): the time-to-99% row.
 FASTEST_FORMAT = "padded-reversed"
 FASTEST_MODEL = "tiny"
@@ -77,6 +78,16 @@ def build_parser():
                         help="model size of the data-parallel row (default: %(default)s)")
     parser.add_argument("--data-parallel-batch-size", type=int, default=32,
                         help="per-process batch of the data-parallel row (default: %(default)s)")
+    parser.add_argument("--long-lengths", default="10,30,100,200,250",
+                        help="operand digits of the long-evaluation part (default: %(default)s)")
+    parser.add_argument("--long-uncapped-up-to", type=int, default=200,
+                        help="long-evaluation: also measure without the cap on attention scores up to this many "
+                             "digits (beyond, a batch of --eval-batch-size takes gigabytes) (default: %(default)s)")
+    parser.add_argument("--long-model", metavar="RUN",
+                        help="long-evaluation: the abacus model to evaluate (a run dir or checkpoint), e.g. "
+                             "checkpoints/lengthgen_10x/seed-1 (default: an untrained tiny one)")
+    parser.add_argument("--long-problems", type=int, default=256,
+                        help="problems per length of the long-evaluation part (default: %(default)s)")
     parser.add_argument("--seeds", default="42,1,2",
                         help="seeds (data and model) of the time-to-accuracy runs (default: %(default)s)")
     parser.add_argument("--output-file", help="JSON results (default: logs/benchmark-<device>.json)")
@@ -152,6 +163,20 @@ def measure_evaluation(args, device, run_dir, splits):
              f"{result['naive_problems_per_second']:,.0f} problems/s: {result['speedup']:.1f}x; identical answers: "
              f"{result['identical']}; exact match {result['exact_match']:.4f}")
     return result
+
+
+def measure_long_evaluation(args):
+    """Peak memory of evaluate.py's work on long additions, by length, with the cap on attention scores per batch
+    (model.batch_rows) and, up to --long-uncapped-up-to digits, without it. CPU: what CI and laptops have."""
+    rows = []
+    for num_digits in map(int, comma_list(args.long_lengths)):
+        for capped in (True, False) if num_digits <= args.long_uncapped_up_to else (True,):
+            row = bench.long_evaluation_memory(args.long_model, num_digits, args.long_problems, args.eval_batch_size, capped)
+            rows.append(row)
+            log.info(f"evaluating {row['problems']} problems of {num_digits} digits ({row['tokens']} tokens), "
+                     f"{'capped' if capped else 'uncapped'}: batches of {row['rows_per_batch']}, peak "
+                     f"{row['peak_mb']:,.0f} MB, {row['seconds']:.1f} s, exact match {row['exact_match']:.2%}")
+    return rows
 
 
 def measure_data_parallel(args, device, splits, data_config):
@@ -270,6 +295,9 @@ def main():
 
     if "data-parallel" in parts:
         results["data_parallel"] = measure_data_parallel(args, device, splits, data_config)
+
+    if "long-evaluation" in parts:
+        results["long_evaluation"] = measure_long_evaluation(args)
 
     results["targets"] = target_checks(results)
     for check in results["targets"]:

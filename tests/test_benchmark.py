@@ -37,3 +37,16 @@ def test_benchmark_writes_every_measured_row_and_the_target_checks(tmp_path):
 def test_benchmark_rejects_unknown_parts_in_one_line(tmp_path):
     result = run_script("benchmark.py", "--parts", "training,magic", home=tmp_path, check=False)
     assert result.returncode == 1 and "--parts: unknown magic" in result.stderr
+
+
+def test_benchmark_measures_evaluation_memory_by_length_capped_and_not(tmp_path):
+    output_file = tmp_path / "benchmark.json"
+    run_script("benchmark.py", "--parts", "long-evaluation", "--long-lengths", "5,40", "--long-uncapped-up-to", 5,
+               "--long-problems", 16, "--eval-batch-size", 8, "--device", "cpu", "--output-file", output_file,
+               home=tmp_path)
+    rows = json.loads(output_file.read_text())["long_evaluation"]
+    assert [(row["digits"], row["capped"]) for row in rows] == [(5, True), (5, False), (40, True)]
+    assert [row["tokens"] for row in rows] == [5 + 1 + 5 + 1 + 6 + 1] * 2 + [40 + 1 + 40 + 1 + 41 + 1]
+    for row in rows:
+        assert row["rows_per_batch"] == 8 and row["peak_mb"] >= 0 and row["seconds"] > 0
+        assert 0 <= row["exact_match"] <= 1

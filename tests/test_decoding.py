@@ -1,11 +1,14 @@
 """Greedy decoding: the KV-cached batched decoder must give exactly the naive decoder's answers."""
 
+import pytest
 import torch
 
+from math_llm import model as model_module
 from math_llm.benchmarking import generation_speed
 from math_llm.data import ArithmeticDataset
 from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.decoding import dataset_answers, greedy_generate, naive_answers
+from math_llm.metrics import teacher_forced_counts
 from math_llm.model import ModelConfig, Transformer
 from math_llm.runtime import select_precision
 from math_llm.tokenizer import Tokenizer
@@ -60,3 +63,29 @@ def test_generation_benchmark_reports_identical_answers():
     model = Transformer(ModelConfig("tiny", vocab_size=len(tokenizer), max_length=32))
     result = generation_speed(model, dataset, tokenizer, CPU, batch_size=16)
     assert result["identical"] and result["num_problems"] == len(dataset)
+
+
+def test_long_problems_are_evaluated_in_smaller_batches_with_the_same_results(monkeypatch):
+    torch.manual_seed(0)
+    tokenizer = Tokenizer()
+    data_config = DataConfig(num_examples=20, min_digits=30, max_digits=40, sampling="same-length",
+                             format="reversed-all", test_only=True, seed=3)
+    dataset = ArithmeticDataset(generate_splits(data_config)["test"], tokenizer, metadata={"format": "reversed-all"})
+    config = ModelConfig("tiny", vocab_size=len(tokenizer), pos_encoding="abacus", digit_positions=48,
+                         **tokenizer.digit_place_ids())
+    model = Transformer(config).eval()
+    batches = []
+    model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    fp32 = select_precision(CPU)
+    whole = teacher_forced_counts(model, dataset, 64, CPU, fp32), dataset_answers(model, dataset, tokenizer, 64, CPU,
+                                                                                 fp32)
+    assert max(batches) > 3
+    longest = int(dataset.lengths.max())
+    monkeypatch.setattr(model_module, "ATTENTION_SCORES_LIMIT", config.num_heads * longest ** 2 * 3)
+    batches.clear()
+    capped = teacher_forced_counts(model, dataset, 64, CPU, fp32), dataset_answers(model, dataset, tokenizer, 64, CPU,
+                                                                                  fp32)
+    assert max(batches) == 3  # at most 3 problems of the longest length per batch, prefill and decoding alike
+    assert capped[1] == whole[1]
+    assert capped[0][1:] == whole[0][1:]  # correct and answer tokens
+    assert capped[0][0] == pytest.approx(whole[0][0], rel=1e-5)  # the loss, summed in another order

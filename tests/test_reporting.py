@@ -22,7 +22,8 @@ from math_llm.evaluation import evaluate, log_report
 from math_llm.formats import FORMATS
 from math_llm.model import ModelConfig, Transformer
 from math_llm.plots import save_length_plot, save_scaling_plot
-from math_llm.results import README_BEGIN, README_END, TARGET, load_summaries, scaling_points, write_report
+from math_llm.results import (README_BEGIN, README_END, TARGET, load_summaries, recipe_section, scaling_points,
+                               write_report)
 from math_llm.runtime import select_precision
 from math_llm.tokenizer import Tokenizer
 from math_llm.trained_model import TrainedModel
@@ -249,3 +250,18 @@ def test_variant_summaries_are_found_by_recipe_variant_and_seed_and_a_run_found_
     write_summary(tmp_path / "sweep" / "l1_w4" / "seed-1.json", summaries["l1_w4", 1])
     with pytest.raises(DataError, match=r"recipe sweep variant l1_w4 seed 1 is also in .*l1_w4/seed-1"):
         load_summaries(str(tmp_path))
+
+
+def test_a_length_generalisation_set_reports_its_worst_length_beside_its_total():
+    summaries = []
+    for seed, worst in ((1, 0.97), (2, 1.0)):
+        summary = variant_summary("l2_w16", seed, 3000, 2, None, 1.0)
+        del summary["variant"]
+        by_length = {str(length): 1.0 for length in range(11, 31)}
+        summary["evaluations"]["lengths_11_30"] = {"exact_match": 0.9985, "num_examples": 2000, "in_training": 0,
+                                                   "by_length": {**by_length, "25": worst}}
+        summary["evaluations"]["test"]["by_length"] = {"1": 0.5, "2": 1.0}  # a few lengths: no such row
+        summaries.append(summary)
+    lines = recipe_section(summaries)
+    assert "| lengths_11_30 exact match at its worst length | 97.00% | 100.00% | 98.50% | 97.00% | 100.00% |" in lines
+    assert not any(line.startswith("| test exact match at its worst length") for line in lines)

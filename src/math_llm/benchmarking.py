@@ -16,9 +16,13 @@ from dataclasses import asdict
 
 import torch
 
+from math_llm import model as model_module
+from math_llm.checkpoint import load_model
 from math_llm.data import ArithmeticDataset
+from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.decoding import dataset_answers, naive_answers
-from math_llm.model import ModelConfig, Transformer
+from math_llm.metrics import split_metrics
+from math_llm.model import ModelConfig, Transformer, batch_rows
 from math_llm.runtime import select_precision, synchronize
 from math_llm.tokenizer import Tokenizer
 from math_llm.batches import epoch_order, step_batches
@@ -199,6 +203,41 @@ def generation_speed(model, dataset, tokenizer, device, batch_size):
             "speedup": timed["naive_seconds"] / timed["cached_seconds"],
             "identical": timed["cached"] == timed["naive"],
             "exact_match": sum(p == a for p, a in zip(timed["cached"], dataset.answers)) / len(dataset)}
+
+
+def _long_evaluation(model_path, num_digits, num_problems, batch_size, capped):
+    if not capped:  # this process only: it is a fresh one
+        model_module.ATTENTION_SCORES_LIMIT = 1 << 62
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    if model_path:
+        trained = load_model(model_path, cpu)
+        model, tokenizer, data_format = trained.model, trained.tokenizer, trained.data_format.name
+    else:
+        tokenizer, data_format = Tokenizer(), "reversed-all"
+        model = Transformer(ModelConfig("tiny", vocab_size=len(tokenizer), pos_encoding="abacus",
+                                        digit_positions=num_digits + 3, **tokenizer.digit_place_ids()))
+    data_config = DataConfig(num_examples=num_problems, min_digits=num_digits, max_digits=num_digits,
+                             sampling="same-length", format=data_format, test_only=True)
+    dataset = ArithmeticDataset(generate_splits(data_config)["test"], tokenizer, metadata={"format": data_format})
+    with PeakMemory(cpu) as memory:
+        start = time.perf_counter()
+        results = split_metrics(model.eval(), dataset, tokenizer, batch_size, cpu, select_precision(cpu))
+        seconds = time.perf_counter() - start
+    longest = int(dataset.lengths.max())
+    return {"digits": num_digits, "capped": capped, "problems": num_problems, "tokens": longest,
+            "rows_per_batch": batch_rows(model.config, batch_size, longest) if capped else batch_size,
+            "peak_mb": memory.megabytes, "seconds": seconds, "exact_match": results["exact_match"]}
+
+
+def long_evaluation_memory(model_path, num_digits, num_problems, batch_size, capped=True):
+    """Peak memory and seconds of evaluating `num_problems` additions of two `num_digits`-digit numbers as
+    evaluate.py does (teacher-forced loss, then KV-cached greedy decoding), in a fresh process (as
+    cpu_training_peak_memory_mb), with the abacus model at `model_path` (a run dir or checkpoint), or else an
+    untrained `tiny` one (whose answers may end early: its seconds say little). capped=False lifts
+    ATTENTION_SCORES_LIMIT, so that every batch holds `batch_size` problems whatever their length."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_long_evaluation, (model_path, num_digits, num_problems, batch_size, capped))
 
 
 def data_generation_seconds(num_examples, max_digits):

@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from math_llm.distributed import is_main_process
-from math_llm.model import KVCache
+from math_llm.model import KVCache, batch_rows
 from math_llm.runtime import autocast
 
 
@@ -53,8 +53,9 @@ def answer_budgets(model, dataset):
 @torch.no_grad()
 def dataset_answers(model, dataset, tokenizer, batch_size, device, precision):
     """Greedy answers for every problem of `dataset`; prompts are grouped by length so a batch needs no padding,
-    and each batch stops at its longest budget (answer_budgets). A large test set takes a while, so a progress bar
-    counts the problems: on rank 0 only, and only when stderr is a terminal (disable=None), as training's does."""
+    each batch stops at its longest budget (answer_budgets), and long problems come in smaller batches (batch_rows
+    caps the attention scores one batch holds). A large test set takes a while, so a progress bar counts the
+    problems: on rank 0 only, and only when stderr is a terminal (disable=None), as training's does."""
     answers = [None] * len(dataset)
     by_prompt_length = defaultdict(list)
     for index, length in enumerate(dataset.prompt_lengths.tolist()):
@@ -63,8 +64,9 @@ def dataset_answers(model, dataset, tokenizer, batch_size, device, precision):
     with tqdm(total=len(dataset), desc=f"evaluating {os.path.basename(dataset.source)}", unit="problem",
               dynamic_ncols=True, leave=False, disable=None if is_main_process() else True) as progress:
         for prompt_length, indices in by_prompt_length.items():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
+            rows = batch_rows(model.config, batch_size, prompt_length + max(budgets[i] for i in indices))
+            for start in range(0, len(indices), rows):
+                chunk = indices[start:start + rows]
                 prompts = dataset.tokens[chunk, :prompt_length].to(device)
                 with autocast(device, precision):
                     generated = greedy_generate(model, prompts, max(budgets[i] for i in chunk), tokenizer.end_id)

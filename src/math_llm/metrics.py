@@ -10,18 +10,23 @@ import torch.nn.functional as F
 
 from math_llm.decoding import dataset_answers
 from math_llm.distributed import all_gather_objects, rank_shard
-from math_llm.model import IGNORE_INDEX
+from math_llm.model import IGNORE_INDEX, batch_rows
 from math_llm.problems import answer_places, cell_sort_key, final_answer, written_steps
 from math_llm.runtime import autocast
 
 
 @torch.no_grad()
 def teacher_forced_counts(model, dataset, batch_size, device, precision):
-    """(summed loss, correct tokens, answer tokens): sums, so that shards of a split add up to the whole."""
+    """(summed loss, correct tokens, answer tokens): sums, so that shards of a split add up to the whole. Batches
+    of long problems hold fewer of them (batch_rows caps the attention scores one batch holds)."""
     loss_sum, correct, total = 0.0, 0, 0
     by_length = dataset.lengths.argsort()  # batches of similar length pad little
-    for start in range(0, len(dataset), batch_size):
-        inputs, targets, _ = dataset.batch(by_length[start:start + batch_size])
+    start = 0
+    while start < len(dataset):
+        longest = int(dataset.lengths[by_length[start:start + batch_size]].max())
+        indices = by_length[start:start + batch_rows(model.config, batch_size, longest)]
+        start += len(indices)
+        inputs, targets, _ = dataset.batch(indices)
         inputs, targets = inputs.to(device), targets.to(device)
         with autocast(device, precision):
             logits, _ = model(inputs)

@@ -33,6 +33,8 @@ MODEL_SIZES = {
     "large": dict(num_layers=8, hidden_size=512, num_heads=8, ffn_size=2048),
 }
 ROPE_BASE = 10_000.0
+# The most attention scores ([batch, heads, queries, keys] elements, 256 MiB in fp32) one evaluation batch holds
+ATTENTION_SCORES_LIMIT = 1 << 26
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 
@@ -199,11 +201,20 @@ def place_distance_bias(query_places, key_places, num_heads):
     lengthgen_abacus and lengthgen_abacus_no_place_bias)."""
     num_queries, num_keys = query_places.shape[1], key_places.shape[1]
     digits = (query_places[:, :, None] > 0) & (key_places[:, None, :] > 0)
-    distance = ((query_places[:, :, None] - key_places[:, None, :]).abs() * digits).float()
+    # In float from the start and in place: at long lengths these [batch, queries, keys] tensors are the memory
+    distance = (query_places.float()[:, :, None] - key_places.float()[:, None, :]).abs_().mul_(digits)
     slopes = 0.5 ** torch.arange(num_heads, device=query_places.device, dtype=torch.float32)
     future = torch.ones(num_queries, num_keys, dtype=torch.bool, device=query_places.device).triu(
         num_keys - num_queries + 1)
-    return (-slopes[:, None, None] * distance[:, None]).masked_fill(future, float("-inf"))
+    return (distance[:, None] * -slopes[:, None, None]).masked_fill_(future, float("-inf"))
+
+
+def batch_rows(config, batch_size, num_tokens):
+    """How many sequences of `num_tokens` one evaluation batch of a model with this config takes: `batch_size`, or
+    fewer where their attention scores (and the abacus bias, both [batch, heads, tokens, tokens]) would pass
+    ATTENTION_SCORES_LIMIT. Memory then stops growing with length: 200-digit problems take about what 30-digit
+    ones do, in smaller batches (docs/speed.md, "Memory at long lengths")."""
+    return max(1, min(batch_size, ATTENTION_SCORES_LIMIT // (config.num_heads * num_tokens ** 2)))
 
 
 def rotary_angles(start, end, head_size, device):

@@ -151,6 +151,9 @@ def recipe_section(summaries):
         label = (f"{'held-out test split' if name == 'test' else name} exact match ({known['num_examples']:,} "
                  f"problems{f', {overlap:,} of them in the training split' if overlap else ''})")
         row(label, [entry and entry["exact_match"] for entry in entries])
+        if len(known.get("by_length", ())) > MANY_LENGTHS:  # length generalisation: an average hides the worst
+            row(f"{name} exact match at its worst length", [entry and min(entry["by_length"].values())
+                                                           for entry in entries])
         if "edge_cases" in known:
             row(f"{name} edge cases ({known['edge_cases']['count']:,})",
                 [entry and entry["edge_cases"]["exact_match"] for entry in entries])
