@@ -200,6 +200,27 @@ def test_max_operands_mixes_operand_counts():
         assert int(answer) == sum(map(int, prompt[:-1].split("+")))
 
 
+@pytest.mark.parametrize("sampling", ["balanced", "length-weighted"])
+def test_many_operands_draw_their_lengths_per_problem_in_the_samplings_shares(sampling):
+    # 10 operands of 1-10 digits: 10^10 combinations of lengths, which listing them one by one ran out of memory on
+    splits = generate_splits(DataConfig(num_examples=18_000, max_digits=10, max_operands=10, sampling=sampling,
+                                        test_only=True))
+    problems = all_problems(splits)
+    assert len(set(problems)) == len(problems) == 18_000
+    assert Counter(len(problem.operands) for problem in problems) == {count: 2000 for count in range(2, 11)}
+    for operand_count in (4, 10):  # 10^4 combinations for 2,000 problems: drawn per problem too, not shortest first
+        lengths = Counter(len(str(operand)) for problem in problems if len(problem.operands) == operand_count
+                          for operand in problem.operands)
+        total = sum(lengths.values())
+        for length in range(1, 11):
+            share = 1 / 10 if sampling == "balanced" else length / 55
+            assert lengths[length] / total == pytest.approx(share, rel=0.15)
+    texts = [text for examples in splits.values() for text in examples][:200]
+    for text in texts:
+        prompt, answer = split_example(text)
+        assert int(answer) == sum(map(int, prompt[:-1].split("+")))
+
+
 def test_uniform_sampling_draws_operands_uniformly():
     problems = all_problems(generate_splits(DataConfig(num_examples=5000, max_digits=4, sampling="uniform")))
     longest = sum(len(str(x)) == 4 for problem in problems for x in problem.operands) / (2 * len(problems))

@@ -21,6 +21,7 @@ from math_llm.problems import Problem, cell_sort_key, parse_prompt, scratchpad_r
 
 MAX_SUPPORTED_DIGITS = 1000  # far below Python's 4300-digit limit on int <-> str; products have twice as many
 INT64_MAX = 2 ** 63 - 1  # operands up to this are sampled with numpy, longer ones as Python ints
+MAX_LENGTH_TUPLES = 10_000  # combinations of operand lengths listed one by one; more are drawn per problem
 SAMPLINGS = {
     "balanced": "every combination of operand lengths equally likely (the default)",
     "uniform": "operands uniform in 0 .. 10^max_digits - 1 (from 10^(min_digits - 1) with --min-digits), so most "
@@ -290,6 +291,10 @@ def sample_group(op, num_operands, count, config, rng):
     if config.sampling == "uniform":
         ranges = [operand_range(config.min_digits, position in op.nonzero_operands) for position in range(num_operands)]
         return sample_distinct_tuples([(low, 10 ** config.max_digits - low) for low, _ in ranges], count, rng)
+    num_lengths = config.max_digits - config.min_digits + 1
+    if config.sampling in ("balanced", "length-weighted", "mixed") and \
+            num_lengths ** num_operands > min(count, MAX_LENGTH_TUPLES):
+        return sample_lengths_per_problem(op, num_operands, count, config, rng)
     length_tuples = operand_length_tuples(config, num_operands)
     capacities = [math.prod(size for _, size in length_ranges(op, lengths)) for lengths in length_tuples]
     if config.sampling == "mixed":  # half balanced (equal weights), half uniform (weights ~ how many problems exist)
@@ -307,6 +312,35 @@ def sample_group(op, num_operands, count, config, rng):
         else:
             parts.append(sample_distinct_tuples(length_ranges(op, lengths), quota, rng))
     return np.concatenate(parts)
+
+
+def sample_lengths_per_problem(op, num_operands, count, config, rng):
+    """sample_group where the combinations of operand lengths are too many to list (10 operands of 1-10 digits have
+    10^10), or more than the problems to draw (quotas of 0 or 1 would go to the shortest): each problem draws its
+    operands' lengths independently, which gives every combination the share the sampling gives it (equal; by the
+    product of its lengths; half equal, half by how many problems it holds), then each operand uniformly among the
+    numbers of its length. Distinct by rejection: such spaces are vast."""
+    lengths = np.arange(config.min_digits, config.max_digits + 1)
+    how_many = np.array([float(operand_range(int(length))[1]) for length in lengths])
+    shares = {"length-weighted": lengths / lengths.sum(), "by-count": how_many / how_many.sum()}
+    nonzero = np.array([position in op.nonzero_operands for position in range(num_operands)])
+    exact = random.Random(int(rng.integers(INT64_MAX)))  # for operands past int64
+    tuples = {}  # insertion-ordered: the first of any repeats is kept
+    while len(tuples) < count:
+        draw = int((count - len(tuples)) * 1.1) + 16
+        digits = rng.choice(lengths, size=(draw, num_operands), p=shares.get(config.sampling))
+        if config.sampling == "mixed":  # half the problems as uniform sampling draws them
+            by_count = rng.random(draw) < 0.5
+            digits[by_count] = rng.choice(lengths, size=(int(by_count.sum()), num_operands), p=shares["by-count"])
+        if lengths[-1] <= 18:
+            lows = np.where((digits > 1) | nonzero, 10 ** (digits - 1), 0)
+            rows = map(tuple, rng.integers(lows, 10 ** digits).tolist())
+        else:
+            rows = (tuple(smallest_with_digits(length, zero_excluded) + exact.randrange(operand_range(length,
+                                                                                                     zero_excluded)[1])
+                          for length, zero_excluded in zip(row, nonzero.tolist())) for row in digits.tolist())
+        tuples.update(dict.fromkeys(rows))
+    return np.array(list(tuples)[:count], dtype=np.int64 if lengths[-1] <= 18 else object)
 
 
 def operand_length_tuples(config, num_operands):
