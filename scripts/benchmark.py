@@ -171,7 +171,8 @@ def measure_long_evaluation(args):
     rows = []
     for num_digits in map(int, comma_list(args.long_lengths)):
         for capped in (True, False) if num_digits <= args.long_uncapped_up_to else (True,):
-            row = bench.long_evaluation_memory(args.long_model, num_digits, args.long_problems, args.eval_batch_size, capped)
+            row = bench.long_evaluation_memory(args.long_model, num_digits, args.long_problems, args.eval_batch_size,
+                                               capped)
             rows.append(row)
             log.info(f"evaluating {row['problems']} problems of {num_digits} digits ({row['tokens']} tokens), "
                      f"{'capped' if capped else 'uncapped'}: batches of {row['rows_per_batch']}, peak "

@@ -336,9 +336,8 @@ def sample_lengths_per_problem(op, num_operands, count, config, rng):
             lows = np.where((digits > 1) | nonzero, 10 ** (digits - 1), 0)
             rows = map(tuple, rng.integers(lows, 10 ** digits).tolist())
         else:
-            rows = (tuple(smallest_with_digits(length, zero_excluded) + exact.randrange(operand_range(length,
-                                                                                                     zero_excluded)[1])
-                          for length, zero_excluded in zip(row, nonzero.tolist())) for row in digits.tolist())
+            rows = (tuple(low + exact.randrange(size) for low, size in map(operand_range, row, nonzero.tolist()))
+                    for row in digits.tolist())
         tuples.update(dict.fromkeys(rows))
     return np.array(list(tuples)[:count], dtype=np.int64 if lengths[-1] <= 18 else object)
 
