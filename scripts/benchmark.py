@@ -165,14 +165,14 @@ def measure_evaluation(args, device, run_dir, splits):
     return result
 
 
-def measure_long_evaluation(args):
+def measure_long_evaluation(args, device):
     """Peak memory of evaluate.py's work on long additions, by length, with the cap on attention scores per batch
-    (model.batch_rows) and, up to --long-uncapped-up-to digits, without it. CPU: what CI and laptops have."""
+    (model.batch_rows) and, up to --long-uncapped-up-to digits, without it."""
     rows = []
     for num_digits in map(int, comma_list(args.long_lengths)):
         for capped in (True, False) if num_digits <= args.long_uncapped_up_to else (True,):
             row = bench.long_evaluation_memory(args.long_model, num_digits, args.long_problems, args.eval_batch_size,
-                                               capped)
+                                               capped, device)
             rows.append(row)
             log.info(f"evaluating {row['problems']} problems of {num_digits} digits ({row['tokens']} tokens), "
                      f"{'capped' if capped else 'uncapped'}: batches of {row['rows_per_batch']}, peak "
@@ -298,7 +298,7 @@ def main():
         results["data_parallel"] = measure_data_parallel(args, device, splits, data_config)
 
     if "long-evaluation" in parts:
-        results["long_evaluation"] = measure_long_evaluation(args)
+        results["long_evaluation"] = measure_long_evaluation(args, device)
 
     results["targets"] = target_checks(results)
     for check in results["targets"]:

@@ -205,24 +205,25 @@ def generation_speed(model, dataset, tokenizer, device, batch_size):
             "exact_match": sum(p == a for p, a in zip(timed["cached"], dataset.answers)) / len(dataset)}
 
 
-def _long_evaluation(model_path, num_digits, num_problems, batch_size, capped):
+def _long_evaluation(model_path, num_digits, num_problems, batch_size, capped, device_type):
     if not capped:  # this process only: it is a fresh one
         model_module.ATTENTION_SCORES_LIMIT = 1 << 62
     torch.manual_seed(0)
-    cpu = torch.device("cpu")
+    device = torch.device(device_type)
     if model_path:
-        trained = load_model(model_path, cpu)
+        trained = load_model(model_path, device)
         model, tokenizer, data_format = trained.model, trained.tokenizer, trained.data_format.name
     else:
         tokenizer, data_format = Tokenizer(), "reversed-all"
         model = Transformer(ModelConfig("tiny", vocab_size=len(tokenizer), pos_encoding="abacus",
-                                        digit_positions=num_digits + 3, **tokenizer.digit_place_ids()))
+                                        digit_positions=num_digits + 3, **tokenizer.digit_place_ids())).to(device)
     data_config = DataConfig(num_examples=num_problems, min_digits=num_digits, max_digits=num_digits,
                              sampling="same-length", format=data_format, test_only=True)
     dataset = ArithmeticDataset(generate_splits(data_config)["test"], tokenizer, metadata={"format": data_format})
-    with PeakMemory(cpu) as memory:
+    with PeakMemory(device) as memory:
         start = time.perf_counter()
-        results = split_metrics(model.eval(), dataset, tokenizer, batch_size, cpu, select_precision(cpu))
+        results = split_metrics(model.eval(), dataset, tokenizer, batch_size, device, select_precision(device))
+        synchronize(device)
         seconds = time.perf_counter() - start
     longest = int(dataset.lengths.max())
     return {"digits": num_digits, "capped": capped, "problems": num_problems, "tokens": longest,
@@ -230,14 +231,14 @@ def _long_evaluation(model_path, num_digits, num_problems, batch_size, capped):
             "peak_mb": memory.megabytes, "seconds": seconds, "exact_match": results["exact_match"]}
 
 
-def long_evaluation_memory(model_path, num_digits, num_problems, batch_size, capped=True):
+def long_evaluation_memory(model_path, num_digits, num_problems, batch_size, capped, device):
     """Peak memory and seconds of evaluating `num_problems` additions of two `num_digits`-digit numbers as
-    evaluate.py does (teacher-forced loss, then KV-cached greedy decoding), in a fresh process (as
-    cpu_training_peak_memory_mb), with the abacus model at `model_path` (a run dir or checkpoint), or else an
+    evaluate.py does (teacher-forced loss, then KV-cached greedy decoding) on `device`, in a fresh process (as
+    cpu_training_peak_memory_mb; PeakMemory says what is measured on each device type), with the abacus model at `model_path` (a run dir or checkpoint), or else an
     untrained `tiny` one (whose answers may end early: its seconds say little). capped=False lifts
     ATTENTION_SCORES_LIMIT, so that every batch holds `batch_size` problems whatever their length."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_long_evaluation, (model_path, num_digits, num_problems, batch_size, capped))
+        return pool.apply(_long_evaluation, (model_path, num_digits, num_problems, batch_size, capped, device.type))
 
 
 def data_generation_seconds(num_examples, max_digits):
