@@ -1,16 +1,18 @@
 """Measure training and evaluation speed on this machine, side by side in one process; print tables, write JSON.
 
-    python scripts/benchmark.py               # CPU: sizes x fp32/bf16 x batch 32/128, eval, data, time to 99%
+    python scripts/benchmark.py               # CPU: sizes x fp32/bf16 x batch 32/128, eval, data, time to 99% (add2)
     python scripts/benchmark.py --compile     # also torch.compile rows
     python scripts/benchmark.py --parts training --sizes small --batch-sizes 32,256
     python scripts/benchmark.py --parts data-parallel      # train.py on 1 process against torchrun on 2
     python scripts/benchmark.py --parts padding            # numbers of 1-10 digits: shuffled or grouped batches
     python scripts/benchmark.py --parts long-evaluation    # peak memory of evaluation by operand length (abacus)
+    python scripts/benchmark.py --parts time-to-accuracy --speedruns add2,add10,lengthgen   # speedruns, side by side
 
 MFU counts 6 x parameters x tokens per training step against the matrix-product peak measured in the same run.
 """
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -20,24 +22,19 @@ import torch
 from math_llm import benchmarking as bench
 from math_llm.checkpoint import load_model
 from math_llm.cli import run_main
-from math_llm.data import SPLITS, ArithmeticDataset, write_splits
+from math_llm.checkpoint import TRAINING_CONFIG_FILE
+from math_llm.data import SPLITS, ArithmeticDataset, read_split, split_path, write_splits
 from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.errors import ConfigError
 from math_llm.files import write_json
 from math_llm.logging_setup import setup_logging
-from math_llm.model import MODEL_SIZES, ModelConfig
+from math_llm.model import MODEL_SIZES
 from math_llm.runtime import DEVICES, machine_description, select_device
 from math_llm.tokenizer import Tokenizer
-from math_llm.trainer import TrainConfig
 
 log = logging.getLogger("math_llm.benchmark")
 log.setLevel(logging.INFO)  # also while the package's other loggers are quietened
 PARTS = ("training", "data", "padding", "time-to-accuracy", "evaluation", "data-parallel", "long-evaluation")
-# The fastest configuration found for 2-digit addition on the 2-core CPU (docs/speed.md; recipes/fastest.yaml): the time-to-99% row.
-FASTEST_FORMAT = "padded-reversed"
-FASTEST_MODEL = "tiny"
-FASTEST_CONFIG = dict(batch_size=64, learning_rate=3e-3, warmup_steps=50, num_epochs=12, eval_steps=50,
-                      eval_batch_size=1000)
 DEFAULTS = {  # per device type: what fits a 2-core CPU in minutes, and what loads an H100
     "cpu": dict(precisions="fp32,bf16", batch_sizes="32,128", matmul_size=2048),
     "cuda": dict(precisions="fp32,fp16,bf16", batch_sizes="256,1024,4096", matmul_size=8192),
@@ -88,8 +85,14 @@ def build_parser():
                              "checkpoints/lengthgen_10x/seed-1 (default: an untrained tiny one)")
     parser.add_argument("--long-problems", type=int, default=256,
                         help="problems per length of the long-evaluation part (default: %(default)s)")
-    parser.add_argument("--seeds", default="42,1,2",
-                        help="seeds (data and model) of the time-to-accuracy runs (default: %(default)s)")
+    parser.add_argument("--speedruns", default="add2",
+                        help="time-to-accuracy: the speedruns to measure against their baseline recipes, of "
+                             f"{', '.join(bench.SPEEDRUNS)} (default: %(default)s, seconds; add10 takes about "
+                             "15 minutes, lengthgen about 45)")
+    parser.add_argument("--seeds", help="time-to-accuracy: seeds of every run (default: each speedrun recipe's own)")
+    parser.add_argument("--data-root", default="data",
+                        help="time-to-accuracy: where the recipes' datasets are, or are generated (default: "
+                             "%(default)s)")
     parser.add_argument("--output-file", help="JSON results (default: logs/benchmark-<device>.json)")
     return parser
 
@@ -152,17 +155,49 @@ def measure_padding(args, device):
     return results
 
 
-def measure_evaluation(args, device, run_dir, splits):
-    """The model trained for the time-to-accuracy row, on all problems of the default dataset."""
+def measure_evaluation(args, device, run_dir):
+    """A model trained by the time-to-accuracy part, on every problem of its data (train, val and test)."""
     trained = load_model(run_dir, device)
-    dataset = ArithmeticDataset([text for split in SPLITS for text in splits[split]], trained.tokenizer,
-                                metadata={"format": FASTEST_FORMAT}).to(device)
+    with open(os.path.join(run_dir, TRAINING_CONFIG_FILE)) as f:
+        data_dir = json.load(f)["train_config"]["data_dir"]
+    problems = [text for split in SPLITS for text in read_split(split_path(data_dir, split))[0]]
+    dataset = ArithmeticDataset(problems, trained.tokenizer,
+                                metadata={"format": trained.data_format.name}).to(device)
     result = bench.generation_speed(trained.model, dataset, trained.tokenizer, device, args.eval_batch_size)
     log.info(f"evaluation of {result['num_problems']:,} problems: KV-cached batch {args.eval_batch_size} "
              f"{result['cached_problems_per_second']:,.0f} problems/s, naive (one at a time, full recompute) "
              f"{result['naive_problems_per_second']:,.0f} problems/s: {result['speedup']:.1f}x; identical answers: "
              f"{result['identical']}; exact match {result['exact_match']:.4f}")
     return result
+
+
+def measure_time_to_accuracy(args, device, parts, results):
+    """Each speedrun of --speedruns against its baseline recipe, seed by seed (bench.speedrun_rows); with the
+    evaluation part, the generation speed of the first baseline model of add2 (fastest.yaml)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as output_root:
+        for name in comma_list(args.speedruns):
+            speedrun = bench.SPEEDRUNS[name]
+            log.info(f"time to accuracy, {name}: {speedrun.recipe} against {speedrun.baseline} ...")
+            row = bench.speedrun_rows(name, args.seeds and list(map(int, comma_list(args.seeds))), args.data_root,
+                                      output_root, device)
+            rows.append(row)
+            for run in row["runs"]:
+                log.info(f"  {run['recipe']} seed {run['seed']}: {describe_seconds(run['seconds'])} of training "
+                         f"steps (step {run['step']}) | " + " | ".join(
+                             f"{set_name} {value:.2%}" for set_name, value in run["exact_match"].items()) +
+                         f" | {'met' if run['met'] else 'NOT MET'}")
+            log.info(f"{name}: median {describe_seconds(row['medians'][speedrun.recipe])} ({speedrun.recipe}) "
+                     f"against {describe_seconds(row['medians'][speedrun.baseline])} ({speedrun.baseline}): " +
+                     (f"{row['ratio']:.1f}x faster" if row["ratio"] else "no ratio"))
+            if name == "add2" and "evaluation" in parts and "evaluation" not in results:
+                results["evaluation"] = measure_evaluation(
+                    args, device, os.path.join(output_root, speedrun.baseline, f"seed-{row['seeds'][0]}"))
+    return rows
+
+
+def describe_seconds(seconds):
+    return "not reached" if seconds is None else f"{seconds:.2f} s"
 
 
 def measure_long_evaluation(args, device):
@@ -228,10 +263,13 @@ def target_checks(results):
         checks.append(("evaluation >= 20x naive problems/s, identical answers",
                        f"{evaluation['speedup']:.1f}x, identical: {evaluation['identical']}",
                        evaluation["speedup"] >= 20 and evaluation["identical"]))
-    for run in results.get("time_to_accuracy", []):
-        seconds = run["training_seconds"]
-        checks.append((f"seed {run['seed']}: 99% val exact match in < 8 s of training steps",
-                       f"{seconds:.2f} s" if run["reached"] else "not reached", run["reached"] and seconds < 8))
+    for row in results.get("time_to_accuracy", []):
+        seconds = row["medians"][row["recipe"]]
+        checks.append((f"{row['name']}: {row['recipe']} reaches {row['exact_match']:.1%} on "
+                       f"{', '.join(row['sets'])} in <= {row['seconds']:g} s of training steps (median of "
+                       f"{len(row['runs']) // 2})", describe_seconds(seconds) +
+                       (f", {row['ratio']:.1f}x faster than {row['baseline']}" if row["ratio"] else ""),
+                       seconds is not None and seconds <= row["seconds"]))
     return [{"target": target, "measured": measured, "met": bool(met)} for target, measured, met in checks]
 
 
@@ -245,8 +283,12 @@ def main():
     parts = comma_list(args.parts)
     if unknown := set(parts) - set(PARTS):
         raise ConfigError(f"--parts: unknown {', '.join(sorted(unknown))} (choose from {', '.join(PARTS)})")
-    if "evaluation" in parts and "time-to-accuracy" not in parts:
-        raise ConfigError("--parts evaluation needs time-to-accuracy, which trains the model it evaluates")
+    if "evaluation" in parts and ("time-to-accuracy" not in parts or "add2" not in comma_list(args.speedruns)):
+        raise ConfigError("--parts evaluation needs time-to-accuracy with the add2 speedrun, which trains the model "
+                          "it evaluates")
+    if unknown := set(comma_list(args.speedruns)) - set(bench.SPEEDRUNS):
+        raise ConfigError(f"--speedruns: unknown {', '.join(sorted(unknown))} (choose from "
+                          f"{', '.join(bench.SPEEDRUNS)})")
     output_file = args.output_file or os.path.join("logs", f"benchmark-{device.type}.json")
     results = {"machine": machine_description(device), "torch": torch.__version__, "device": device.type,
                "arguments": vars(args)}
@@ -271,28 +313,7 @@ def main():
         results["padding"] = measure_padding(args, device)
 
     if "time-to-accuracy" in parts:
-        results["time_to_accuracy"] = []
-        with tempfile.TemporaryDirectory() as directory:
-            for seed in map(int, comma_list(args.seeds)):  # the recipe's spread over seeds is part of the result
-                fast_data_config = DataConfig(format=FASTEST_FORMAT, seed=seed)
-                fast_splits = generate_splits(fast_data_config)
-                data_dir, run_dir = os.path.join(directory, f"data-{seed}"), os.path.join(directory, f"run-{seed}")
-                write_splits(data_dir, fast_splits, fast_data_config)
-                config = TrainConfig(ModelConfig(FASTEST_MODEL), **FASTEST_CONFIG, seed=seed, data_dir=data_dir,
-                                     output_dir=run_dir, wandb=False, save_steps=10**9, logging_steps=10**9,
-                                     device=device.type)
-                log.info(f"time to 99% val exact match, seed {seed}: training {FASTEST_MODEL} with {FASTEST_CONFIG} "
-                         f"on the {FASTEST_FORMAT} format ...")
-                logging.getLogger("math_llm").setLevel(logging.WARNING)  # the training's own log lines
-                result = bench.time_to_accuracy(config, target=0.99)
-                logging.getLogger("math_llm").setLevel(logging.NOTSET)
-                results["time_to_accuracy"].append({"seed": seed, "format": FASTEST_FORMAT, **result})
-                log.info(f"seed {seed}: 99% val exact match after {result['training_seconds'] or float('nan'):.2f} s "
-                         f"of training steps (step {result['step']}), "
-                         f"{result['evaluation_seconds_until_then'] or 0:.2f} s of evaluation until then; final test "
-                         f"exact match {result['final_test_exact_match']:.4f}")
-                if "evaluation" in parts and "evaluation" not in results:  # the first seed's model
-                    results["evaluation"] = measure_evaluation(args, device, run_dir, fast_splits)
+        results["time_to_accuracy"] = measure_time_to_accuracy(args, device, parts, results)
 
     if "data-parallel" in parts:
         results["data_parallel"] = measure_data_parallel(args, device, splits, data_config)

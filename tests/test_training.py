@@ -321,3 +321,26 @@ def test_init_from_starts_a_new_run_from_the_weights_of_another(reference_run, d
                           *train_args(data_dir, tmp_path / "other"), home=tmp_path, check=False)
     assert conflict.returncode == 1 and conflict.stderr.strip().endswith(
         "a run started from a model has that model's shape; drop --hidden-size 32 (the model has 64)")
+
+
+@slow
+def test_a_run_stops_at_the_first_evaluation_that_reaches_its_target_and_stays_finished(reference_run, data_dir,
+                                                                                          tmp_path):
+    history = json.loads((reference_run / "trainer_state.json").read_text())["log_history"]
+    evaluations = [entry for entry in history if "val/exact_match" in entry]
+    target = evaluations[1]["val/exact_match"]  # reached at the second evaluation at the latest
+    first = next(entry for entry in evaluations if entry["val/exact_match"] >= target)
+    assert 0 < target and first["step"] < evaluations[-1]["step"]
+    output_dir = tmp_path / "run"
+    args = train_args(data_dir, output_dir, "--stop-at-exact-match", target)
+    result = run_script("train.py", *args, home=tmp_path)
+    assert f"reached --stop-at-exact-match {target} at step {first['step']}/" in result.stderr
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["step"] == first["step"] < state["total_steps"]
+    assert state["reached_at"]["step"] == first["step"]
+    assert state["reached_at"]["training_seconds"] == state["training_seconds"] > 0
+    assert json.loads((output_dir / "test_results.json").read_text())["model_step"] == first["step"]
+    assert (output_dir / "model.safetensors").exists()
+    again = run_script("train.py", *args, home=tmp_path)  # finished: not trained further
+    assert "already finished" in again.stderr and "higher --stop-at-exact-match" in again.stderr
+    assert json.loads((output_dir / "trainer_state.json").read_text())["step"] == first["step"]

@@ -5,6 +5,7 @@ Times are medians over repeated runs after warm-up; CUDA work is synchronised be
 
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -23,10 +24,11 @@ from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.decoding import dataset_answers, naive_answers
 from math_llm.metrics import split_metrics
 from math_llm.model import ModelConfig, Transformer, batch_rows
+from math_llm.recipes import load_recipe
 from math_llm.runtime import select_precision, synchronize
 from math_llm.tokenizer import Tokenizer
 from math_llm.batches import epoch_order, step_batches
-from math_llm.trainer import TrainConfig, build_optimizer, compile_for_training, train, train_step
+from math_llm.trainer import TrainConfig, build_optimizer, compile_for_training, train_step
 
 PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
 MATMUL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -274,24 +276,70 @@ def data_parallel_throughput(data_dir, output_dir, processes, model_size, batch_
             "tokens_per_second": statistics.median(rates[1:] or rates)}
 
 
-def time_to_accuracy(config, target):
-    """Trains `config` through train.py's loop and reads its trainer state: the seconds of training steps until
-    the val exact match first reached `target`, the evaluation seconds spent until then, and the final test result."""
-    test_metrics = train(config)
-    with open(os.path.join(config.output_dir, "trainer_state.json")) as f:
-        history = json.load(f)["log_history"]
-    evaluations = [entry for entry in history if "val/exact_match" in entry]
-    history_entry, evaluation_seconds = None, 0.0
-    for entry in evaluations:
-        evaluation_seconds += entry["val/seconds"]
-        if entry["val/exact_match"] >= target:
-            history_entry = entry
-            break
-    return {"target": target, "config": {k: v for k, v in asdict(config).items() if k != "output_dir"},
-            "reached": history_entry is not None,
-            "step": history_entry and history_entry["step"],
-            "training_seconds": history_entry and history_entry["train/training_seconds"],
-            "evaluation_seconds_until_then": history_entry and evaluation_seconds,
-            "val_exact_match": history_entry and history_entry["val/exact_match"],
-            "final_test_exact_match": test_metrics["exact_match"],
-            "total_training_seconds": evaluations[-1]["train/training_seconds"]}
+@dataclass(frozen=True)
+class Speedrun:
+    """A time-to-accuracy target: `recipe` reaches it fast, `baseline` is the recipe it is measured against (side by
+    side, same seeds); a run counts only where every one of `sets` (the held-out test split or a recipe's evaluation
+    sets) reaches `exact_match`. `stop_at`: both recipes' runs end at that exact match on the set that chooses their
+    checkpoint (--stop-at-exact-match), and the time is the training seconds until then; None (length
+    generalisation, judged on lengths no run sees): each runs its whole schedule, and that is the time."""
+    recipe: str
+    baseline: str
+    exact_match: float
+    seconds: float  # the target for the recipe's median
+    sets: tuple = ("test",)
+    stop_at: float | None = None
+
+
+LENGTH_BANDS = ("lengths_11_15", "lengths_16_20", "lengths_21_25", "lengths_26_30")
+SPEEDRUNS = {
+    "add2": Speedrun("speedrun_add2", "fastest", 0.99, 2, stop_at=0.995),
+    # 2,000 selection problems all right before 10,000 held-out ones are scored
+    "add10": Speedrun("speedrun_add10", "add10", 0.999, 20, ("uniform",), stop_at=1.0),
+    "lengthgen": Speedrun("speedrun_lengthgen", "lengthgen_abacus", 0.99, 180, LENGTH_BANDS),
+}
+
+
+def recipe_path(name):
+    return os.path.join(REPO_ROOT, "recipes", f"{name}.yaml")
+
+
+def speedrun_seed(speedrun, recipe, seed, data_root, output_root, device):
+    """One seed of `recipe` (the speedrun's or its baseline) run by run_recipe.py in a fresh process, recording
+    nothing in results/: {recipe, seed, seconds (of training steps to the target, see Speedrun), step, the exact
+    match on each of the speedrun's sets, met}."""
+    stop = ["--stop-at-exact-match", str(speedrun.stop_at)] if speedrun.stop_at else []
+    run_quietly([sys.executable, os.path.join(SCRIPTS_DIR, "run_recipe.py"), recipe_path(recipe), "--seeds",
+                 str(seed), "--data-root", data_root, "--output-root", output_root, "--results-dir",
+                 os.path.join(output_root, "results"), "--no-wandb", "--device", device.type, *stop])
+    with open(os.path.join(output_root, recipe, f"seed-{seed}", "run_summary.json")) as f:
+        summary = json.load(f)
+    training = summary["training"]
+    if speedrun.stop_at:
+        reached = training["reached_at"] or {"step": training["steps"], "training_seconds": None}
+    else:
+        reached = {"step": training["steps"], "training_seconds": training["training_seconds"]}
+    exact_matches = {name: summary["evaluations"][name]["exact_match"] for name in speedrun.sets}
+    return {"recipe": recipe, "seed": seed, "seconds": reached["training_seconds"], "step": reached["step"],
+            "exact_match": exact_matches,
+            "met": reached["training_seconds"] is not None
+                   and all(value >= speedrun.exact_match for value in exact_matches.values())}
+
+
+def speedrun_rows(name, seeds, data_root, output_root, device):
+    """The speedrun `name` (SPEEDRUNS) and its baseline, for `seeds` (None: the speedrun recipe's), alternating (noise hits both alike): the
+    Speedrun's fields, runs (speedrun_seed's), the median seconds of each recipe (a run that misses the target
+    counts as infinitely slow; None where most did) and their ratio."""
+    speedrun = SPEEDRUNS[name]
+    seeds = seeds or load_recipe(recipe_path(speedrun.recipe)).seeds
+    runs = [speedrun_seed(speedrun, recipe, seed, data_root, output_root, device)
+            for seed in seeds for recipe in (speedrun.baseline, speedrun.recipe)]
+
+    def median(recipe):
+        seconds = statistics.median(run["seconds"] if run["met"] else math.inf
+                                    for run in runs if run["recipe"] == recipe)
+        return seconds if math.isfinite(seconds) else None
+    medians = {recipe: median(recipe) for recipe in (speedrun.baseline, speedrun.recipe)}
+    baseline, fast = medians[speedrun.baseline], medians[speedrun.recipe]
+    return {"name": name, **asdict(speedrun), "seeds": seeds, "runs": runs, "medians": medians,
+            "ratio": baseline / fast if baseline and fast else None}

@@ -162,8 +162,9 @@ def recipe_section(summaries):
     row("selected step", [s["selection"]["step"] for s in summaries], count, with_spread=False)
     row("training steps", [s["training"]["steps"] for s in summaries], count, with_spread=False)
     row("seconds of training steps", [s["training"]["training_seconds"] for s in summaries], seconds)
-    row(f"seconds of training steps until {selection} first reached {percent(TARGET)}",
-        [seconds_to(s["curve"], TARGET) for s in summaries], seconds)
+    target = first["training"].get("stop_at_exact_match") or TARGET  # a run that stops at its target: that one
+    row(f"seconds of training steps until {selection} first reached {percent(target)}",
+        [seconds_to(s["curve"], target) for s in summaries], seconds)
     return lines
 
 

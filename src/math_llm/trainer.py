@@ -70,6 +70,11 @@ class TrainConfig:
                                  "step to the floor at the new end, so a finished run goes on at the floor",
                              group=HYPER, extends=True)
     warmup_steps: int = option(500, "linear warmup steps, capped at half the run", group=HYPER)
+    stop_at_exact_match: float | None = option(
+        None, "end the run at the first evaluation where the set that chooses best_model.pt (--selection-data, else "
+              "val) reaches this exact match, e.g. 0.99: the run then finishes as at its last step (final weights, "
+              "test) and trainer_state.json records the step and the seconds of training steps to get there (time "
+              "to accuracy); given again on resume, it may change", group=HYPER, extends=True)
     max_grad_norm: float = option(1.0, "gradient clipping norm", group=HYPER)
     data_dir: str = option("data", "directory with train/val/test.json; generated with the defaults if empty",
                            group=DATA)
@@ -123,6 +128,8 @@ class TrainConfig:
             problems.append(f"--max-grad-norm must be a positive number (inf: no clipping), got {self.max_grad_norm}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             problems.append(f"--weight-decay must be a number >= 0, got {self.weight_decay}")
+        if self.stop_at_exact_match is not None and not 0 < self.stop_at_exact_match <= 1:
+            problems.append(f"--stop-at-exact-match must be in (0, 1], got {self.stop_at_exact_match}")
         if self.warmup_steps < 0:
             problems.append(f"--warmup-steps must not be negative, got {self.warmup_steps}")
         problems += precision_flag_problems(self.fp16, self.bf16) + choice_problems(self)
@@ -491,15 +498,32 @@ def in_history(metric):
                                   "val/digit_accuracy/", "val/running_sum_probe/rmse/"))
 
 
+def selected_on(config):
+    """The set whose exact match chooses best_model.pt (and ends the run with --stop-at-exact-match)."""
+    return "selection" if config.selection_data else "val"
+
+
+def time_to_target(log_history, target, set_name):
+    """{step, training_seconds} of the first evaluation at which `set_name` ("val" or "selection") reached `target`
+    exact match, from a trainer_state.json's log history; None without a target or before it is reached."""
+    if target is None:
+        return None
+    key = f"{set_name}/exact_match"
+    return next(({"step": entry["step"], "training_seconds": entry["train/training_seconds"]}
+                 for entry in log_history if entry.get(key, -1) >= target), None)
+
+
 def write_trainer_state(config, state, total_steps):
     """trainer_state.json (as in HF's Trainer): where the run is, the best exact match on the set that chooses
     best_model.pt, and every logged metric so far, with the seconds of training steps behind it (e.g. the time to
     reach an accuracy)."""
     write_json(os.path.join(config.output_dir, TRAINER_STATE_FILE),
-               {"step": state.step, "total_steps": total_steps, "selected_on": "selection" if config.selection_data else "val",
+               {"step": state.step, "total_steps": total_steps, "selected_on": selected_on(config),
                 "best_exact_match": state.best_exact_match,
                 "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,  # none known
                 "training_seconds": state.training_seconds, "evaluation_seconds": state.evaluation_seconds,
+                "stop_at_exact_match": config.stop_at_exact_match,
+                "reached_at": time_to_target(state.log_history, config.stop_at_exact_match, selected_on(config)),
                 "log_history": state.log_history})
 
 
@@ -534,6 +558,11 @@ def test_best_model(config, trained, dataset, edge_sets, device, ranks, tracker)
             tracker.log_image("test/heatmap", image)
     tracker.set_summary(scalar_metrics(results, "test"))
     return results
+
+
+def target_reached(config, state):
+    """Whether the run has reached its --stop-at-exact-match on the set that chooses best_model.pt."""
+    return config.stop_at_exact_match is not None and state.best_exact_match >= config.stop_at_exact_match
 
 
 def check_finite(value, step):
@@ -609,10 +638,12 @@ def run_training(config, explicit_flags, prepare):
     else:
         state.warmup_steps = warmup_steps_for(config, total_steps)
     test_results_path = os.path.join(config.output_dir, TEST_RESULTS_FILE)
-    if state.step >= total_steps and os.path.exists(test_results_path):
-        log.info(f"{config.output_dir}: this run is already finished ({total_steps} steps); results are in "
-                 f"{test_results_path}. Use a new --output-dir to train again, or give --num-epochs (more than "
-                 f"{config.num_epochs}) to extend it")
+    reached = target_reached(config, state)
+    if (state.step >= total_steps or reached) and os.path.exists(test_results_path):
+        extend = (f"a higher --stop-at-exact-match (it reached {config.stop_at_exact_match})" if reached else
+                  f"--num-epochs (more than {config.num_epochs})")
+        log.info(f"{config.output_dir}: this run is already finished (step {state.step}); results are in "
+                 f"{test_results_path}. Use a new --output-dir to train again, or give {extend} to go on")
         with open(test_results_path) as f:
             return json.load(f)
     if ranks.is_main:
@@ -637,6 +668,8 @@ def run_training(config, explicit_flags, prepare):
             tqdm(total=total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
                  disable=None if ranks.is_main else True) as progress:  # None: a bar on a terminal only
         for epoch in range(state.examples_seen // num_train, config.num_epochs):
+            if reached:  # a resumed run that had reached its target before its test: straight to the end
+                break
             order = epoch_order(num_train, config.seed, epoch,
                                 *((datasets["train"].lengths, config.batch_size) if config.group_by_length else ()))
             for micro_batches, step_examples in step_batches(datasets["train"], order, config.batch_size, ranks,
@@ -663,7 +696,8 @@ def run_training(config, explicit_flags, prepare):
                     if evaluating:
                         evaluate_on_val(config, trained, datasets["val"], edge_sets, selection_set, device,
                                         precision, state, ranks, tracker)
-                    if saving:
+                        reached = target_reached(config, state)
+                    if saving or reached:  # a run that ends at its target can be resumed as finished
                         save_checkpoint(config, trained, state, optimizer, scaler, ranks, fingerprint, precision)
                     if ranks.is_main:
                         write_trainer_state(config, state, total_steps)
@@ -672,6 +706,11 @@ def run_training(config, explicit_flags, prepare):
                     log.warning(f"stopped at step {step}/{total_steps}; run the same command to resume")
                     tracker.finish()
                     return None
+                if reached:
+                    log.info(f"exact match {state.best_exact_match:.4f} reached --stop-at-exact-match "
+                             f"{config.stop_at_exact_match} at step {step}/{total_steps}, after "
+                             f"{state.training_seconds:.2f} s of training steps: the run ends here")
+                    break
 
     # End: the final weights, then the best model on the held-out test split
     if ranks.is_main:
