@@ -12,6 +12,7 @@ MFU counts 6 x parameters x tokens per training step against the matrix-product 
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -90,6 +91,8 @@ def build_parser():
                              f"{', '.join(bench.SPEEDRUNS)} (default: %(default)s, seconds; add10 takes about "
                              "15 minutes, lengthgen about 45)")
     parser.add_argument("--seeds", help="time-to-accuracy: seeds of every run (default: each speedrun recipe's own)")
+    parser.add_argument("--runs-dir", help="time-to-accuracy: keep the runs in <runs-dir>/<recipe>/seed-<seed> "
+                                           "(default: a temporary directory, deleted at the end)")
     parser.add_argument("--data-root", default="data",
                         help="time-to-accuracy: where the recipes' datasets are, or are generated (default: "
                              "%(default)s)")
@@ -175,7 +178,7 @@ def measure_time_to_accuracy(args, device, parts, results):
     """Each speedrun of --speedruns against its baseline recipe, seed by seed (bench.speedrun_rows); with the
     evaluation part, the generation speed of the first baseline model of add2 (fastest.yaml)."""
     rows = []
-    with tempfile.TemporaryDirectory() as output_root:
+    with contextlib.nullcontext(args.runs_dir) if args.runs_dir else tempfile.TemporaryDirectory() as output_root:
         for name in comma_list(args.speedruns):
             speedrun = bench.SPEEDRUNS[name]
             log.info(f"time to accuracy, {name}: {speedrun.recipe} against {speedrun.baseline} ...")
@@ -193,7 +196,26 @@ def measure_time_to_accuracy(args, device, parts, results):
             if name == "add2" and "evaluation" in parts and "evaluation" not in results:
                 results["evaluation"] = measure_evaluation(
                     args, device, os.path.join(output_root, speedrun.baseline, f"seed-{row['seeds'][0]}"))
+    log.info("time to accuracy, as docs/speed.md shows it:\n" + speedrun_table(rows))
     return rows
+
+
+def speedrun_table(rows):
+    """docs/speed.md's table of the speedruns: per recipe, each seed's seconds (a miss marked), the median and the
+    ratio of the baseline's median to the speedrun's."""
+    lines = ["| Target | Recipe | Seconds to it, per seed | Median | Held-out exact match, lowest seed | Speedup |",
+             "|---|---|---|---:|---|---:|"]
+    for row in rows:
+        target = f"{row['exact_match']:.1%} on {', '.join(row['sets'])}, <= {row['seconds']:g} s"
+        for recipe in (row["baseline"], row["recipe"]):
+            runs = [run for run in row["runs"] if run["recipe"] == recipe]
+            per_seed = ", ".join(("missed" if run["seconds"] is None else f"{run['seconds']:.2f}") +
+                                 ("" if run["met"] or run["seconds"] is None else " (missed)") for run in runs)
+            worst = min(min(run["exact_match"].values()) for run in runs)
+            speedup = f"**{row['ratio']:.1f}x**" if recipe == row["recipe"] and row["ratio"] else ""
+            lines.append(f"| {target if recipe == row['baseline'] else ''} | `{recipe}` | {per_seed} | "
+                         f"{describe_seconds(row['medians'][recipe])} | {worst:.2%} | {speedup} |")
+    return "\n".join(lines)
 
 
 def describe_seconds(seconds):

@@ -50,3 +50,26 @@ def test_benchmark_measures_evaluation_memory_by_length_capped_and_not(tmp_path)
     for row in rows:
         assert row["rows_per_batch"] == 8 and row["peak_mb"] >= 0 and row["seconds"] > 0
         assert 0 <= row["exact_match"] <= 1
+
+
+def test_benchmark_times_a_speedrun_against_its_baseline_seed_by_seed(tmp_path):
+    output_file, runs_dir = tmp_path / "benchmark.json", tmp_path / "runs"
+    result = run_script("benchmark.py", "--parts", "time-to-accuracy,evaluation", "--speedruns", "add2", "--seeds", 42,
+                        "--data-root", tmp_path / "data", "--runs-dir", runs_dir, "--device", "cpu", "--output-file",
+                        output_file, home=tmp_path)
+    results = json.loads(output_file.read_text())
+    [row] = results["time_to_accuracy"]
+    assert [(run["recipe"], run["seed"]) for run in row["runs"]] == [("fastest", 42), ("speedrun_add2", 42)]
+    for run in row["runs"]:  # both learn 2-digit addition, stop at 99.5% val and hold 99% on the test split
+        run_dir = runs_dir / run["recipe"] / "seed-42"
+        state = json.loads((run_dir / "trainer_state.json").read_text())
+        assert state["reached_at"] == {"step": run["step"], "training_seconds": run["seconds"]}
+        assert state["stop_at_exact_match"] == 0.995 and state["step"] == run["step"] < state["total_steps"]
+        assert run["met"] and run["exact_match"]["test"] >= 0.99
+        # the baseline evaluates as often as the speedrun (25 steps), so both are timed as finely
+        assert json.loads((run_dir / "training_config.json").read_text())["train_config"]["eval_steps"] == 25
+    assert row["medians"] == {run["recipe"]: run["seconds"] for run in row["runs"]}
+    assert row["ratio"] == pytest.approx(row["medians"]["fastest"] / row["medians"]["speedrun_add2"])
+    assert results["evaluation"]["identical"] and results["evaluation"]["num_problems"] == 10_000
+    assert any(check["target"].startswith("add2: speedrun_add2 reaches 99.0%") for check in results["targets"])
+    assert "| `speedrun_add2` |" in result.stderr  # the table of docs/speed.md

@@ -304,14 +304,14 @@ def recipe_path(name):
     return os.path.join(REPO_ROOT, "recipes", f"{name}.yaml")
 
 
-def speedrun_seed(speedrun, recipe, seed, data_root, output_root, device):
+def speedrun_seed(speedrun, recipe, seed, data_root, output_root, device, flags=()):
     """One seed of `recipe` (the speedrun's or its baseline) run by run_recipe.py in a fresh process, recording
-    nothing in results/: {recipe, seed, seconds (of training steps to the target, see Speedrun), step, the exact
-    match on each of the speedrun's sets, met}."""
+    nothing in results/, with training `flags` besides the recipe's: {recipe, seed, seconds (of training steps to the
+    target, see Speedrun), step, the exact match on each of the speedrun's sets, met}."""
     stop = ["--stop-at-exact-match", str(speedrun.stop_at)] if speedrun.stop_at else []
     run_quietly([sys.executable, os.path.join(SCRIPTS_DIR, "run_recipe.py"), recipe_path(recipe), "--seeds",
                  str(seed), "--data-root", data_root, "--output-root", output_root, "--results-dir",
-                 os.path.join(output_root, "results"), "--no-wandb", "--device", device.type, *stop])
+                 os.path.join(output_root, "results"), "--no-wandb", "--device", device.type, *stop, *flags])
     with open(os.path.join(output_root, recipe, f"seed-{seed}", "run_summary.json")) as f:
         summary = json.load(f)
     training = summary["training"]
@@ -331,8 +331,13 @@ def speedrun_rows(name, seeds, data_root, output_root, device):
     Speedrun's fields, runs (speedrun_seed's), the median seconds of each recipe (a run that misses the target
     counts as infinitely slow; None where most did) and their ratio."""
     speedrun = SPEEDRUNS[name]
-    seeds = seeds or load_recipe(recipe_path(speedrun.recipe)).seeds
-    runs = [speedrun_seed(speedrun, recipe, seed, data_root, output_root, device)
+    fast = load_recipe(recipe_path(speedrun.recipe))
+    seeds = seeds or fast.seeds
+    # A run that stops is timed at an evaluation: the baseline evaluates as often as the speedrun (a flag that
+    # changes no step), so that neither time is rounded up further than the other's.
+    flags = {speedrun.baseline: ["--eval-steps", str(fast.train["eval_steps"])] if speedrun.stop_at else [],
+             speedrun.recipe: []}
+    runs = [speedrun_seed(speedrun, recipe, seed, data_root, output_root, device, flags[recipe])
             for seed in seeds for recipe in (speedrun.baseline, speedrun.recipe)]
 
     def median(recipe):

@@ -120,7 +120,8 @@ def spread_text(values):
 
 def model_text(summary):
     model = summary["model"]
-    return (f"`{model['size']}` ({model['layers']} layers, width {model['width']}, {model['heads']} heads, "
+    layers = f"{model['layers']} layer{'s' if model['layers'] != 1 else ''}"
+    return (f"`{model['size']}` ({layers}, width {model['width']}, {model['heads']} heads, "
             f"{model['pos_encoding']} positions), {model['num_parameters']:,} parameters")
 
 

@@ -642,7 +642,8 @@ def run_training(config, explicit_flags, prepare):
     if (state.step >= total_steps or reached) and os.path.exists(test_results_path):
         extend = (f"a higher --stop-at-exact-match (it reached {config.stop_at_exact_match})" if reached else
                   f"--num-epochs (more than {config.num_epochs})")
-        log.info(f"{config.output_dir}: this run is already finished (step {state.step}); results are in "
+        finished = f"at its target, step {state.step}" if reached else f"{total_steps} steps"
+        log.info(f"{config.output_dir}: this run is already finished ({finished}); results are in "
                  f"{test_results_path}. Use a new --output-dir to train again, or give {extend} to go on")
         with open(test_results_path) as f:
             return json.load(f)
