@@ -88,8 +88,8 @@ def build_parser():
                         help="problems per length of the long-evaluation part (default: %(default)s)")
     parser.add_argument("--speedruns", default="add2",
                         help="time-to-accuracy: the speedruns to measure against their baseline recipes, of "
-                             f"{', '.join(bench.SPEEDRUNS)} (default: %(default)s, seconds; add10 takes about "
-                             "15 minutes, lengthgen about 45)")
+                             f"{', '.join(bench.SPEEDRUNS)} (default: %(default)s, about a minute; add10 takes about "
+                             "10 minutes, lengthgen about 35)")
     parser.add_argument("--seeds", help="time-to-accuracy: seeds of every run (default: each speedrun recipe's own)")
     parser.add_argument("--runs-dir", help="time-to-accuracy: keep the runs in <runs-dir>/<recipe>/seed-<seed> "
                                            "(default: a temporary directory, deleted at the end)")
