@@ -21,9 +21,8 @@ import tempfile
 import torch
 
 from math_llm import benchmarking as bench
-from math_llm.checkpoint import load_model
+from math_llm.checkpoint import TRAINING_CONFIG_FILE, load_model
 from math_llm.cli import run_main
-from math_llm.checkpoint import TRAINING_CONFIG_FILE
 from math_llm.data import SPLITS, ArithmeticDataset, read_split, split_path, write_splits
 from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.errors import ConfigError
@@ -91,8 +90,8 @@ def build_parser():
                              f"{', '.join(bench.SPEEDRUNS)} (default: %(default)s, about a minute; add10 takes about "
                              "10 minutes, lengthgen about 35)")
     parser.add_argument("--seeds", help="time-to-accuracy: seeds of every run (default: each speedrun recipe's own)")
-    parser.add_argument("--runs-dir", help="time-to-accuracy: keep the runs in <runs-dir>/<recipe>/seed-<seed> "
-                                           "(default: a temporary directory, deleted at the end)")
+    parser.add_argument("--runs-dir", help="time-to-accuracy: keep the runs in <runs-dir>/<recipe>/seed-<seed>, an "
+                                           "empty or new directory (default: a temporary one, deleted at the end)")
     parser.add_argument("--data-root", default="data",
                         help="time-to-accuracy: where the recipes' datasets are, or are generated (default: "
                              "%(default)s)")
@@ -308,6 +307,9 @@ def main():
     if "evaluation" in parts and ("time-to-accuracy" not in parts or "add2" not in comma_list(args.speedruns)):
         raise ConfigError("--parts evaluation needs time-to-accuracy with the add2 speedrun, which trains the model "
                           "it evaluates")
+    if "time-to-accuracy" in parts and args.runs_dir and os.path.isdir(args.runs_dir) and os.listdir(args.runs_dir):
+        raise ConfigError(f"--runs-dir {args.runs_dir}: not empty; the runs found there would be resumed, not timed "
+                          f"afresh (give an empty or new directory)")
     if unknown := set(comma_list(args.speedruns)) - set(bench.SPEEDRUNS):
         raise ConfigError(f"--speedruns: unknown {', '.join(sorted(unknown))} (choose from "
                           f"{', '.join(bench.SPEEDRUNS)})")

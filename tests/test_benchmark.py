@@ -73,3 +73,11 @@ def test_benchmark_times_a_speedrun_against_its_baseline_seed_by_seed(tmp_path):
     assert results["evaluation"]["identical"] and results["evaluation"]["num_problems"] == 10_000
     assert any(check["target"].startswith("add2: speedrun_add2 reaches 99.0%") for check in results["targets"])
     assert "| `speedrun_add2` |" in result.stderr  # the table of docs/speed.md
+
+
+def test_benchmark_refuses_to_time_runs_into_a_runs_dir_that_holds_runs(tmp_path):
+    (tmp_path / "runs" / "fastest").mkdir(parents=True)
+    result = run_script("benchmark.py", "--parts", "time-to-accuracy", "--runs-dir", tmp_path / "runs", home=tmp_path,
+                        check=False)
+    assert result.returncode == 1 and "--runs-dir" in result.stderr and "not empty" in result.stderr
+    assert list((tmp_path / "runs").iterdir()) == [tmp_path / "runs" / "fastest"]

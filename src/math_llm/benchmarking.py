@@ -28,6 +28,7 @@ from math_llm.recipes import load_recipe
 from math_llm.runtime import select_precision, synchronize
 from math_llm.tokenizer import Tokenizer
 from math_llm.batches import epoch_order, step_batches
+from math_llm.flags import config_from_flags
 from math_llm.trainer import TrainConfig, build_optimizer, compile_for_training, train_step
 
 PRECISION_FLAGS = {"fp32": {}, "bf16": {"bf16": True}, "fp16": {"fp16": True}}
@@ -315,9 +316,9 @@ def speedrun_seed(speedrun, recipe, seed, data_root, output_root, device, flags=
     with open(os.path.join(output_root, recipe, f"seed-{seed}", "run_summary.json")) as f:
         summary = json.load(f)
     training = summary["training"]
-    if speedrun.stop_at:
+    if speedrun.stop_at:  # timed at the evaluation that reached the stop; a run that never did has no time
         reached = training["reached_at"] or {"step": training["steps"], "training_seconds": None}
-    else:
+    else:  # timed over its whole schedule
         reached = {"step": training["steps"], "training_seconds": training["training_seconds"]}
     exact_matches = {name: summary["evaluations"][name]["exact_match"] for name in speedrun.sets}
     return {"recipe": recipe, "seed": seed, "seconds": reached["training_seconds"], "step": reached["step"],
@@ -327,16 +328,16 @@ def speedrun_seed(speedrun, recipe, seed, data_root, output_root, device, flags=
 
 
 def speedrun_rows(name, seeds, data_root, output_root, device):
-    """The speedrun `name` (SPEEDRUNS) and its baseline, for `seeds` (None: the speedrun recipe's), alternating (noise hits both alike): the
-    Speedrun's fields, runs (speedrun_seed's), the median seconds of each recipe (a run that misses the target
-    counts as infinitely slow; None where most did) and their ratio."""
+    """The speedrun `name` (SPEEDRUNS) and its baseline, for `seeds` (None: the speedrun recipe's), alternating so
+    that noise hits both alike: the Speedrun's fields, runs (speedrun_seed's), the median seconds of each recipe (a
+    run that misses the target counts as infinitely slow; None where most did) and their ratio."""
     speedrun = SPEEDRUNS[name]
-    fast = load_recipe(recipe_path(speedrun.recipe))
-    seeds = seeds or fast.seeds
+    recipe = load_recipe(recipe_path(speedrun.recipe))
+    seeds = seeds or recipe.seeds
     # A run that stops is timed at an evaluation: the baseline evaluates as often as the speedrun (a flag that
     # changes no step), so that neither time is rounded up further than the other's.
-    flags = {speedrun.baseline: ["--eval-steps", str(fast.train["eval_steps"])] if speedrun.stop_at else [],
-             speedrun.recipe: []}
+    eval_steps = config_from_flags(TrainConfig, recipe.train).eval_steps
+    flags = {speedrun.baseline: ["--eval-steps", str(eval_steps)] if speedrun.stop_at else [], speedrun.recipe: []}
     runs = [speedrun_seed(speedrun, recipe, seed, data_root, output_root, device, flags[recipe])
             for seed in seeds for recipe in (speedrun.baseline, speedrun.recipe)]
 

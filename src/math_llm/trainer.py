@@ -669,7 +669,7 @@ def run_training(config, explicit_flags, prepare):
             tqdm(total=total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True,
                  disable=None if ranks.is_main else True) as progress:  # None: a bar on a terminal only
         for epoch in range(state.examples_seen // num_train, config.num_epochs):
-            if reached:  # a resumed run that had reached its target before its test: straight to the end
+            if reached:  # at its target (just now, or before a resume that found no test results): to the end
                 break
             order = epoch_order(num_train, config.seed, epoch,
                                 *((datasets["train"].lengths, config.batch_size) if config.group_by_length else ()))
@@ -711,6 +711,8 @@ def run_training(config, explicit_flags, prepare):
                     log.info(f"exact match {state.best_exact_match:.4f} reached --stop-at-exact-match "
                              f"{config.stop_at_exact_match} at step {step}/{total_steps}, after "
                              f"{state.training_seconds:.2f} s of training steps: the run ends here")
+                    tracker.set_summary({"reached_at/step": step,
+                                         "reached_at/training_seconds": state.training_seconds})
                     break
 
     # End: the final weights, then the best model on the held-out test split
