@@ -31,10 +31,10 @@ FAULT_FLAGS = ["--model-size", "tiny", "--batch-size", 16, "--num-epochs", 8, "-
                "--no-wandb"]
 
 
-def torchrun(*args, home, max_restarts=0, wait=True):
+def torchrun(*args, home, max_restarts=0, wait=True, script=os.path.join(REPO_ROOT, "scripts", "train.py")):
     check_slow_test()
-    command = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "--max-restarts", str(max_restarts),
-               os.path.join(REPO_ROOT, "scripts", "train.py"), *map(str, args)]
+    command = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "--max-restarts", str(max_restarts), script,
+               *map(str, args)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=script_env(home), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
     if not wait:
@@ -131,6 +131,30 @@ def test_sharded_evaluation_equals_one_process_on_the_same_split(small_data, two
     assert sum(reading["count"] for reading in probe.values()) == sum(len(split_example(text)[1]) for text in products)
     for place, reading in single["running_sum_probe"].items():
         assert probe[place] == pytest.approx(reading, rel=1e-5), place
+
+
+# One rank of a DDP job, run as train.py runs its training; afterwards the process must hold no gloo thread: one
+# left running can abort the process as the interpreter exits, after a run that finished.
+DDP_PROCESS = """
+import glob
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from math_llm.distributed import run_process, setup_distributed
+
+def train_one_step():
+    setup_distributed("cpu")
+    DistributedDataParallel(torch.nn.Linear(4, 4))(torch.ones(2, 4)).sum().backward()
+
+run_process(train_one_step)
+threads = [open(task + "/comm").read().strip() for task in glob.glob("/proc/self/task/*")]
+assert not [name for name in threads if "gloo" in name], f"threads left after the process group: {threads}"
+"""
+
+
+def test_a_finished_rank_leaves_no_gloo_thread_running(tmp_path):
+    script = tmp_path / "ddp_process.py"
+    script.write_text(DDP_PROCESS)
+    torchrun(home=tmp_path, script=script)
 
 
 @pytest.fixture(scope="module")

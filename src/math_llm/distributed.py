@@ -57,6 +57,10 @@ def setup_distributed(device_name):
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        # DDP imports torch._dynamo at its first use. Imported while a process group exists, dynamo's tables keep a
+        # reference to the group, so its gloo threads outlive destroy_process_group and can abort the process as it
+        # exits ("terminate called without an active exception"). Imported first, it holds nothing.
+        import torch._dynamo  # noqa: F401
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=restart_store(ranks),
                                 rank=ranks.rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT,
                                 device_id=device if device.type == "cuda" else None)
