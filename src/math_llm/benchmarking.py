@@ -332,11 +332,11 @@ def speedrun_rows(name, seeds, data_root, output_root, device):
     that noise hits both alike: the Speedrun's fields, runs (speedrun_seed's), the median seconds of each recipe (a
     run that misses the target counts as infinitely slow; None where most did) and their ratio."""
     speedrun = SPEEDRUNS[name]
-    recipe = load_recipe(recipe_path(speedrun.recipe))
-    seeds = seeds or recipe.seeds
+    speedrun_recipe = load_recipe(recipe_path(speedrun.recipe))
+    seeds = seeds or speedrun_recipe.seeds
     # A run that stops is timed at an evaluation: the baseline evaluates as often as the speedrun (a flag that
     # changes no step), so that neither time is rounded up further than the other's.
-    eval_steps = config_from_flags(TrainConfig, recipe.train).eval_steps
+    eval_steps = config_from_flags(TrainConfig, speedrun_recipe.train).eval_steps
     flags = {speedrun.baseline: ["--eval-steps", str(eval_steps)] if speedrun.stop_at else [], speedrun.recipe: []}
     runs = [speedrun_seed(speedrun, recipe, seed, data_root, output_root, device, flags[recipe])
             for seed in seeds for recipe in (speedrun.baseline, speedrun.recipe)]
