@@ -298,6 +298,7 @@ SPEEDRUNS = {
     # 2,000 selection problems all right before 10,000 held-out ones are scored
     "add10": Speedrun("speedrun_add10", "add10", 0.999, 20, ("uniform",), stop_at=1.0),
     "lengthgen": Speedrun("speedrun_lengthgen", "lengthgen_abacus", 0.99, 180, LENGTH_BANDS),
+    "mul3x3": Speedrun("speedrun_mul3x3", "mul3x3", 0.99, 900, stop_at=0.995),
 }
 
 
