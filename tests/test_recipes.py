@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from math_llm.benchmarking import SPEEDRUNS, recipe_path
 from math_llm.data import write_splits
 from math_llm.data_generation import DataConfig, generate_splits
 from math_llm.errors import ConfigError, DataError
@@ -43,6 +44,14 @@ def test_every_recipe_loads_and_its_smoke_version_is_small():
         assert all(s.data.num_examples <= 40 for s in shrunk.evaluations)
         assert {key: shrunk.train[key] for key in SMOKE_TRAIN} == SMOKE_TRAIN
         assert shrunk.data.format == recipe.data.format and shrunk.data.operations == recipe.data.operations
+
+
+def test_every_speedrun_is_judged_on_sets_that_both_its_recipes_score_and_stops_where_its_recipe_does():
+    for name, speedrun in SPEEDRUNS.items():
+        recipe, baseline = load_recipe(recipe_path(speedrun.recipe)), load_recipe(recipe_path(speedrun.baseline))
+        for scored in (recipe, baseline):
+            assert set(speedrun.sets) <= {"test", *(s.name for s in scored.evaluations)}, (name, scored.name)
+        assert recipe.train.get("stop_at_exact_match") in (None, speedrun.stop_at), name
 
 
 @pytest.mark.parametrize("text, message", [
