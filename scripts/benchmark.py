@@ -88,7 +88,7 @@ def build_parser():
     parser.add_argument("--speedruns", default="add2",
                         help="time-to-accuracy: the speedruns to measure against their baseline recipes, of "
                              f"{', '.join(bench.SPEEDRUNS)} (default: %(default)s, about a minute; add10 takes about "
-                             "10 minutes, lengthgen about 35, mul3x3 about 3 hours)")
+                             "10 minutes, lengthgen about 35, mul3x3 about 2.5 hours)")
     parser.add_argument("--seeds", help="time-to-accuracy: seeds of every run (default: each speedrun recipe's own)")
     parser.add_argument("--runs-dir", help="time-to-accuracy: keep the runs in <runs-dir>/<recipe>/seed-<seed>, an "
                                            "empty or new directory (default: a temporary one, deleted at the end)")

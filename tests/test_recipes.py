@@ -51,7 +51,7 @@ def test_every_speedrun_is_judged_on_sets_that_both_its_recipes_score_and_stops_
         recipe, baseline = load_recipe(recipe_path(speedrun.recipe)), load_recipe(recipe_path(speedrun.baseline))
         for scored in (recipe, baseline):
             assert set(speedrun.sets) <= {"test", *(s.name for s in scored.evaluations)}, (name, scored.name)
-        assert recipe.train.get("stop_at_exact_match") in (None, speedrun.stop_at), name
+        assert recipe.train.get("stop_at_exact_match") == speedrun.stop_at, name
 
 
 @pytest.mark.parametrize("text, message", [
