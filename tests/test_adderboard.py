@@ -171,5 +171,6 @@ def test_an_export_runs_without_math_llm_as_verify_py_loads_it(adder_run, tmp_pa
     module = load_submission(str(submission))
     model, _ = module.build_model()
     assert result.stdout.strip() == str([module.answer_text(model, a, b) for a, b in problems])
-    assert module.answer_text(model, 3, 4) == "7"  # what it learned
+    right = sum(module.answer_text(model, a, b) == str(a + b) for a in range(10) for b in range(10))
+    assert right >= 30, f"{right} of 100 one-digit sums right"  # learned: random weights get none
     assert check_submission(str(submission), [2025], 0)[0]["total"] == 10
