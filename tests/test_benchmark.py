@@ -14,8 +14,8 @@ def test_benchmark_writes_every_measured_row_and_the_target_checks(tmp_path):
     output_file = tmp_path / "benchmark.json"
     result = run_script("benchmark.py", "--parts", "training,data,padding", "--sizes", "tiny", "--precisions",
                         "fp32,bf16", "--batch-sizes", "8,16", "--steps", 2, "--rounds", 2, "--warmup", 1,
-                        "--generation-examples", 3000, "--padding-examples", 1000, "--matmul-size", 512, "--device", "cpu",
-                        "--output-file", output_file, home=tmp_path)
+                        "--generation-examples", 3000, "--padding-examples", 1000, "--matmul-size", 512,
+                        "--device", "cpu", "--output-file", output_file, home=tmp_path)
     results = json.loads(output_file.read_text())
     assert set(results["matmul_peak_flops"]) == {"fp32", "bf16"}
     rows = results["training"]
