@@ -96,7 +96,7 @@ def cpu_training_peak_memory_mb(row, dataset, vocab_size, steps):
 
 def matmul_peak(device, precision, size, repeats=10):
     """FLOP/s of a size x size matrix product: the practical peak that MFU is measured against. Through F.linear,
-    the op of the model's layers: on a CPU without native bf16, `a @ b` in bf16 takes a path 10x slower than it."""
+    the op of the model's layers: without native bf16, a CPU runs a bf16 `a @ b` on a far slower path (speed.md)."""
     a, b = (torch.randn(size, size, device=device, dtype=MATMUL_DTYPES[precision]) for _ in range(2))
     return 2 * size**3 / median_seconds(lambda: torch.nn.functional.linear(a, b), device, repeats, warmup=3)
 

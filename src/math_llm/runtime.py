@@ -63,7 +63,6 @@ def select_precision(device, fp16=False, bf16=False):
             raise ConfigError("--bf16: this GPU has no bf16 support; use --fp16")
         return Precision(torch.bfloat16, False, "bf16 autocast (CUDA)")
     if not cpu_has_native_bf16():
-        # measured on an AVX2-only EPYC: `tiny` and `small` steps take 10x and 35x their fp32 time in bf16
         log.warning("this CPU has no native bf16 instructions (avx512_bf16 or AMX): bf16 autocast is emulated here, "
                     "10-35x slower than fp32 (docs/speed.md); --no-bf16 trains in fp32")
     if fp16:
