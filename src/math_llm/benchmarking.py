@@ -238,9 +238,10 @@ def _long_evaluation(model_path, num_digits, num_problems, batch_size, capped, d
 def long_evaluation_memory(model_path, num_digits, num_problems, batch_size, capped, device):
     """Peak memory and seconds of evaluating `num_problems` additions of two `num_digits`-digit numbers as
     evaluate.py does (teacher-forced loss, then KV-cached greedy decoding) on `device`, in a fresh process (as
-    cpu_training_peak_memory_mb; PeakMemory says what is measured on each device type), with the abacus model at `model_path` (a run dir or checkpoint), or else an
-    untrained `tiny` one (whose answers may end early: its seconds say little). capped=False lifts
-    ATTENTION_SCORES_LIMIT, so that every batch holds `batch_size` problems whatever their length."""
+    cpu_training_peak_memory_mb; PeakMemory says what is measured on each device type), with the abacus model at
+    `model_path` (a run dir or checkpoint), or else an untrained `tiny` one (whose answers may end early: its seconds
+    say little). capped=False lifts ATTENTION_SCORES_LIMIT, so that every batch holds `batch_size` problems whatever
+    their length."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_long_evaluation, (model_path, num_digits, num_problems, batch_size, capped, device.type))
 

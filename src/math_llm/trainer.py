@@ -486,8 +486,9 @@ def save_checkpoint(config, trained, state, optimizer, scaler, ranks, fingerprin
 
 
 def improves_on_best(metrics, state):
-    """A higher exact match (on the selection set, else val), or the same one with a lower loss: so a run whose evaluations tie (all at 0% on
-    a task not yet learned, all at 100% on one learned early) keeps its best-fitting model, not its first."""
+    """A higher exact match (on the selection set, else val), or the same one with a lower loss: so a run whose
+    evaluations tie (all at 0% on a task not yet learned, all at 100% on one learned early) keeps its best-fitting
+    model, not its first."""
     return (metrics["exact_match"], -metrics["loss"]) > (state.best_exact_match, -state.best_loss)
 
 
